@@ -1,0 +1,6 @@
+"""LightningDataModules and file readers. Configs name them by short paths (``datamodules.X``)."""
+
+from datamodules.base import PromptedDataModule, TensorSampleDataset
+from datamodules.synthetic import SyntheticDataModule
+
+__all__ = ["PromptedDataModule", "SyntheticDataModule", "TensorSampleDataset"]

@@ -1,0 +1,127 @@
+"""The sample contract every datamodule produces, and the shared dataloading logic.
+
+A sample is a dict: ``image`` float32 [C, H, W]; ``prompt`` float32 [H, W] in {-1, 0, 1};
+``has_prompt`` bool; ``label`` int64; optional ``explanation`` float32 [H, W] in [0, 1] and
+``yesno`` int8; ``id`` str. Batches are the same keys with a leading batch dimension (``id`` a list).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+Sample = dict[str, Any]
+Transform = Callable[[Sample], Sample]
+
+
+class TensorSampleDataset(Dataset):
+    """Samples held as tensors in memory (generated data, or a preprocessed cache)."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        prompts: torch.Tensor,
+        has_prompt: torch.Tensor,
+        labels: torch.Tensor,
+        ids: list[str],
+        explanations: torch.Tensor | None = None,
+        transform: Transform | None = None,
+    ) -> None:
+        n = len(ids)
+        for name, tensor in (("images", images), ("prompts", prompts), ("labels", labels)):
+            if len(tensor) != n:
+                raise ValueError(f"{name} has {len(tensor)} rows, ids has {n}")
+        self.images = images.float()
+        self.prompts = prompts.float()
+        self.has_prompt = has_prompt.bool()
+        self.labels = labels.long()
+        self.ids = list(ids)
+        self.explanations = None if explanations is None else explanations.float()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        sample: Sample = {
+            "image": self.images[index],
+            "prompt": self.prompts[index],
+            "has_prompt": self.has_prompt[index],
+            "label": self.labels[index],
+            "id": self.ids[index],
+        }
+        if self.explanations is not None:
+            sample["explanation"] = self.explanations[index]
+        return self.transform(sample) if self.transform is not None else sample
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A random order that depends only on (seed, epoch): a resumed run sees the same batches.
+
+    Lightning calls :meth:`set_epoch` at the start of every epoch.
+    """
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+class PromptedDataModule(LightningDataModule):
+    """Dataloaders over ``self.datasets`` (filled by a subclass's ``setup``).
+
+    Subclasses set ``num_classes`` and ``in_channels`` in ``__init__``: the CLI links them to the
+    model before anything is read.
+    """
+
+    num_classes: int = 2
+    in_channels: int = 1
+
+    def __init__(
+        self, batch_size: int = 16, num_workers: int = 0, seed: int = 0, predict_split: str = "test"
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.predict_split = predict_split
+        self.datasets: dict[str, Dataset] = {}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"{type(self).__name__} has no {split!r} split; was setup() run?")
+        dataset = self.datasets[split]
+        sampler = EpochSeededSampler(len(dataset), self.seed) if shuffle else None
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_split, shuffle=False)

@@ -1,0 +1,140 @@
+"""What every method shares: metrics under the common keys, the optimizer, and the Baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from vapl.backbones import Classifier, build_backbone
+from vapl.metrics import classification_metrics
+
+STAGES = ("train", "val", "test")
+
+
+class MethodModule(LightningModule):
+    """Base of every method's LightningModule.
+
+    A method reports one or more *heads* (``prompted``, ``unprompted``); each head's metrics are
+    logged as ``{stage}/{head}/{metric}`` at the end of every epoch. A single-model method also logs
+    its ``unprompted`` head as ``{stage}/{metric}``.
+    """
+
+    heads: tuple[str, ...] = ("unprompted",)
+    single_model: bool = True
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        in_channels: int = 3,
+        backbone: str = "resnet18",
+        backbone_weights: str | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.backbone_name = backbone
+        self.backbone_weights = backbone_weights
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_{head}": classification_metrics(num_classes)
+                for stage in STAGES
+                for head in self.heads
+            }
+        )
+
+    def make_backbone(self) -> Classifier:
+        return build_backbone(
+            self.backbone_name,
+            num_classes=self.num_classes,
+            in_channels=self.in_channels,
+            weights=self.backbone_weights,
+        )
+
+    # ----- metrics -------------------------------------------------------------------------
+    def update_metrics(
+        self, stage: str, head: str, predictions: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        """Add a batch of predicted classes to ``{stage}/{head}``'s metrics."""
+        self.metrics[f"{stage}_{head}"].update(predictions, labels)
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        for head in self.heads:
+            collection = self.metrics[f"{stage}_{head}"]
+            if not any(m.update_count for m in collection.values()):
+                continue
+            values = collection.compute()
+            for name, value in values.items():
+                self.log(f"{stage}/{head}/{name}", value)
+                if self.single_model and head == "unprompted":
+                    self.log(f"{stage}/{name}", value)
+            collection.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    # ----- optimisation --------------------------------------------------------------------
+    def make_optimizer(self, parameters: Any, lr: float | None = None) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            parameters, lr=self.lr if lr is None else lr, weight_decay=self.weight_decay
+        )
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.make_optimizer(self.parameters())
+
+
+class Baseline(MethodModule):
+    """The backbone trained with cross-entropy only: the reference every method is compared with."""
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        in_channels: int = 3,
+        backbone: str = "resnet18",
+        backbone_weights: str | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(num_classes, in_channels, backbone, backbone_weights, lr, weight_decay)
+        self.save_hyperparameters()
+        self.model = self.make_backbone()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        logits = self.model(batch["image"])
+        loss = F.cross_entropy(logits, batch["label"])
+        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(logits))
+        self.update_metrics(stage, "unprompted", logits.argmax(dim=1), batch["label"])
+        return loss
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        probs = torch.softmax(self.model(batch["image"]), dim=1)
+        return {
+            "id": list(batch["id"]),
+            "unprompted_pred": probs.argmax(dim=1),
+            "unprompted_probs": probs,
+        }

@@ -1,0 +1,283 @@
+"""VAPL: co-training of a prompted and an unprompted model with refined prompts (Algorithm 1)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vapl.losses import activation_distance, parameter_distance
+from vapl.methods.base import MethodModule
+from vapl.prompts import PRECLUDED
+from vapl.refine import MonotoneWeight, PromptRefiner, sample_seed
+
+#: The epoch slot of the mask seed at validation, test and predict time: evaluation draws the same
+#: masks whatever epoch the model was saved at.
+EVAL_EPOCH = -1
+
+
+class VAPL(MethodModule):
+    """The prompted model f_m sees ``I * A``, the unprompted f_o sees ``I``.
+
+    Training alternates (Algorithm 1): ``f_steps`` batches update f_m and f_o with g frozen (the
+    F phase), then ``g_steps`` batches update g with both networks frozen (the G phase).
+
+    Ablations: ``use_refinement=False`` is VAPL-1 (f_m sees ``I * 1[D != precluded]``),
+    ``use_param_loss=False`` VAPL-2, ``use_activ_loss=False`` VAPL-3, ``use_weight_fn=False``
+    VAPL-4 (g is the identity, eq. 1, and there is no G phase).
+    """
+
+    heads = ("prompted", "unprompted")
+    single_model = False
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        in_channels: int = 3,
+        backbone: str = "resnet18",
+        backbone_weights: str | None = None,
+        n_masks: int = 5000,
+        p: float = 0.1,
+        cell_size: int = 1,
+        chunk_size: int = 64,
+        lambda_param: float = 0.1,
+        lambda_activ: float = 1.0,
+        lambda_agg: float = 10.0,
+        f_steps: int = 5,
+        g_steps: int = 5,
+        lr: float = 1e-4,
+        g_lr: float | None = None,
+        weight_decay: float = 0.0,
+        g_hidden: int = 16,
+        mask_seed: int = 0,
+        use_refinement: bool = True,
+        use_param_loss: bool = True,
+        use_activ_loss: bool = True,
+        use_weight_fn: bool = True,
+    ) -> None:
+        super().__init__(num_classes, in_channels, backbone, backbone_weights, lr, weight_decay)
+        self.save_hyperparameters()
+        if f_steps < 1 or g_steps < 0:
+            raise ValueError(f"f_steps must be >= 1 and g_steps >= 0, got {f_steps}, {g_steps}")
+        self.automatic_optimization = False
+        self.prompted_model = self.make_backbone()
+        # f_o starts as a copy of f_m: L_Param measures their distance, so it starts at zero.
+        self.unprompted_model = copy.deepcopy(self.prompted_model)
+        self.learns_weights = use_refinement and use_weight_fn and g_steps > 0
+        weight_fn = MonotoneWeight(hidden=g_hidden) if use_refinement and use_weight_fn else None
+        self.refiner = PromptRefiner(n_masks, p, cell_size, chunk_size, weight_fn)
+        self.cycle_position = 0  # batches since training began, modulo nothing: saved in checkpoints
+        self._score_cache: dict[tuple[int, str], torch.Tensor] = {}
+
+    # ----- Algorithm 1's bookkeeping --------------------------------------------------------
+    @property
+    def phase(self) -> str:
+        """``"F"`` or ``"G"``: the phase the next training batch belongs to."""
+        if not self.learns_weights:
+            return "F"
+        f_steps, g_steps = self.hparams.f_steps, self.hparams.g_steps
+        return "F" if self.cycle_position % (f_steps + g_steps) < f_steps else "G"
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vapl_cycle_position"] = self.cycle_position
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.cycle_position = int(checkpoint.get("vapl_cycle_position", 0))
+        self._score_cache.clear()
+
+    # ----- refinement -----------------------------------------------------------------------
+    def _seeds(self, ids: list[str], epoch: int) -> list[int]:
+        return [sample_seed(self.hparams.mask_seed, epoch, i) for i in ids]
+
+    def _target_scores(
+        self, batch: dict[str, Any], rows: torch.Tensor, targets: torch.Tensor | None, epoch: int
+    ) -> torch.Tensor:
+        """Target-class scores [b, N] of f_m on the masked images of the selected rows."""
+        ids = [batch["id"][i] for i in rows.tolist()]
+        was_training = self.prompted_model.training
+        self.prompted_model.eval()  # scoring never updates batch-norm statistics
+        probs = self.refiner.score(
+            self.prompted_model, batch["image"][rows], batch["prompt"][rows], self._seeds(ids, epoch)
+        )
+        self.prompted_model.train(was_training)
+        return self.refiner.target_scores(probs, targets).clone()
+
+    def refined_prompts(
+        self,
+        batch: dict[str, Any],
+        targets: torch.Tensor | None = None,
+        epoch: int = EVAL_EPOCH,
+        scores: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The attention ``A`` [B, H, W] in [0, 1] that multiplies each image for f_m.
+
+        ``targets=None`` (evaluation) scores the class f_m predicts, never the label. Samples with
+        no prompt get ``A = 1``. ``scores`` reuses target scores of the prompted rows.
+        """
+        prompts = batch["prompt"]
+        if not self.hparams.use_refinement:
+            return (prompts != PRECLUDED).to(prompts.dtype)
+        attention = torch.ones_like(prompts)
+        rows = torch.nonzero(batch["has_prompt"], as_tuple=True)[0]
+        if rows.numel() == 0:
+            return attention
+        if scores is None:
+            row_targets = None if targets is None else targets[rows]
+            scores = self._target_scores(batch, rows, row_targets, epoch)
+        ids = [batch["id"][i] for i in rows.tolist()]
+        refined = self.refiner.refine_from_scores(scores, prompts[rows], self._seeds(ids, epoch))
+        return attention.index_put((rows,), refined.to(attention.dtype))
+
+    def _cached_scores(self, batch: dict[str, Any]) -> torch.Tensor:
+        """G phase: f_m is frozen, so each sample's scores are computed once per phase and epoch."""
+        rows = torch.nonzero(batch["has_prompt"], as_tuple=True)[0]
+        epoch = self.current_epoch
+        keys = [(epoch, batch["id"][i]) for i in rows.tolist()]
+        missing = torch.tensor(
+            [k not in self._score_cache for k in keys], dtype=torch.bool, device=rows.device
+        )
+        if bool(missing.any()):
+            fresh = self._target_scores(batch, rows[missing], batch["label"][rows[missing]], epoch)
+            for key, row in zip([k for k, m in zip(keys, missing.tolist()) if m], fresh):
+                self._score_cache[key] = row
+        if not keys:
+            return torch.zeros(0, self.hparams.n_masks, device=rows.device)
+        return torch.stack([self._score_cache[k] for k in keys])
+
+    # ----- training ---------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self.phase == "F":
+            self._f_step(batch)
+        else:
+            self._g_step(batch)
+        self.cycle_position += 1
+
+    def _co_training_losses(
+        self, images: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        logits_m, features_m = self.prompted_model.forward_with_features(images * attention[:, None])
+        logits_o, features_o = self.unprompted_model.forward_with_features(images)
+        return {
+            "logits_m": logits_m,
+            "logits_o": logits_o,
+            "pred_m": F.cross_entropy(logits_m, labels),
+            "pred_o": F.cross_entropy(logits_o, labels),
+            "activ": activation_distance(features_o, features_m),
+        }
+
+    def _f_step(self, batch: dict[str, Any]) -> None:
+        """Eq. 8 with g frozen: ``L_Pred + l1 L_Param + l2 L_Activ`` on f_m and f_o."""
+        hp = self.hparams
+        optimizer = self.optimizers()
+        optimizer = optimizer[0] if isinstance(optimizer, list) else optimizer
+        labels = batch["label"]
+        with torch.no_grad():
+            attention = self.refined_prompts(batch, targets=labels, epoch=self.current_epoch)
+        self.toggle_optimizer(optimizer)
+        terms = self._co_training_losses(batch["image"], attention, labels)
+        loss = terms["pred_m"] + terms["pred_o"]
+        if hp.use_activ_loss:
+            loss = loss + hp.lambda_activ * terms["activ"]
+        loss_param = parameter_distance(self.unprompted_model, self.prompted_model)
+        if hp.use_param_loss:
+            loss = loss + hp.lambda_param * loss_param
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        self.untoggle_optimizer(optimizer)
+
+        size = len(labels)
+        self.log_dict(
+            {
+                "train/loss": loss.detach(),
+                "train/loss_pred": (terms["pred_m"] + terms["pred_o"]).detach(),
+                "train/loss_param": loss_param.detach(),
+                "train/loss_activ": terms["activ"].detach(),
+            },
+            batch_size=size,
+        )
+        self.log("train/prompted/loss", terms["pred_m"].detach(), batch_size=size, prog_bar=True)
+        self.log("train/unprompted/loss", terms["pred_o"].detach(), batch_size=size)
+        self.update_metrics("train", "prompted", terms["logits_m"].argmax(1), labels)
+        self.update_metrics("train", "unprompted", terms["logits_o"].argmax(1), labels)
+
+    def _g_step(self, batch: dict[str, Any]) -> None:
+        """Update g with f_m and f_o frozen: ``CE(f_m(I * A), y) + l2 L_Activ + l3 L_Agg``."""
+        hp = self.hparams
+        optimizer = self.optimizers()[1]
+        if self.cycle_position % (hp.f_steps + hp.g_steps) == hp.f_steps:
+            self._score_cache.clear()  # a new G phase: f_m has changed since the last one
+        scores = self._cached_scores(batch)
+        frozen = [m.training for m in (self.prompted_model, self.unprompted_model)]
+        self.prompted_model.eval()  # frozen means frozen: batch-norm statistics too
+        self.unprompted_model.eval()
+        self.toggle_optimizer(optimizer)
+        attention = self.refined_prompts(
+            batch, targets=batch["label"], epoch=self.current_epoch, scores=scores
+        )
+        logits_m, features_m = self.prompted_model.forward_with_features(
+            batch["image"] * attention[:, None]
+        )
+        with torch.no_grad():
+            features_o = self.unprompted_model.features(batch["image"])
+        loss_pred = F.cross_entropy(logits_m, batch["label"])
+        loss_activ = activation_distance(features_o, features_m)
+        loss_agg = self.refiner.weight_fn.aggregation_loss()
+        loss = loss_pred + hp.lambda_agg * loss_agg
+        if hp.use_activ_loss:
+            loss = loss + hp.lambda_activ * loss_activ
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        self.untoggle_optimizer(optimizer)
+        self.prompted_model.train(frozen[0])
+        self.unprompted_model.train(frozen[1])
+        self.log("train/loss_agg", loss_agg.detach(), batch_size=len(logits_m))
+        self.log("train/g_loss", loss.detach(), batch_size=len(logits_m))
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        networks = list(self.prompted_model.parameters()) + list(self.unprompted_model.parameters())
+        optimizers = [self.make_optimizer(networks)]
+        if self.learns_weights:
+            optimizers.append(
+                self.make_optimizer(self.refiner.weight_fn.parameters(), self.hparams.g_lr)
+            )
+        return optimizers
+
+    # ----- evaluation -------------------------------------------------------------------------
+    def predict_both(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Prompted and unprompted class probabilities and the refined prompt; no label used.
+
+        The prompted prediction of a sample without a prompt is f_o's.
+        """
+        attention = self.refined_prompts(batch, targets=None, epoch=EVAL_EPOCH)
+        probs_m = torch.softmax(self.prompted_model(batch["image"] * attention[:, None]), dim=1)
+        probs_o = torch.softmax(self.unprompted_model(batch["image"]), dim=1)
+        probs_m = torch.where(batch["has_prompt"][:, None], probs_m, probs_o)
+        return {"prompted_probs": probs_m, "unprompted_probs": probs_o, "refined_prompt": attention}
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        out = self.predict_both(batch)
+        labels = batch["label"]
+        for head in self.heads:
+            probs = out[f"{head}_probs"]
+            self.update_metrics(stage, head, probs.argmax(1), labels)
+            loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels)
+            self.log(f"{stage}/{head}/loss", loss, batch_size=len(labels))
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        out = self.predict_both(batch)
+        return {
+            "id": list(batch["id"]),
+            "prompted_pred": out["prompted_probs"].argmax(1),
+            "unprompted_pred": out["unprompted_probs"].argmax(1),
+            **out,
+        }

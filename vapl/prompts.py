@@ -1,0 +1,180 @@
+"""Visual attention prompts: encoding, validation, construction, files and incompleteness.
+
+A prompt ``D`` has the image's height and width; each pixel is
+
+* ``INDISPENSABLE`` (+1): the prediction must look here,
+* ``PRECLUDED`` (0): the prediction must not look here,
+* ``UNDECIDED`` (-1): no instruction.
+
+A sample without a prompt carries an all-undecided prompt and ``has_prompt = False``.
+Plain torch and numpy: no Lightning import.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+INDISPENSABLE = 1.0
+PRECLUDED = 0.0
+UNDECIDED = -1.0
+
+PROMPT_SUFFIXES = (".png", ".npy")
+
+
+class PromptError(ValueError):
+    """A prompt that does not follow the encoding, with the sample or file it came from."""
+
+
+def empty_prompt(height: int, width: int) -> torch.Tensor:
+    """An all-undecided prompt: what a sample without a prompt carries."""
+    return torch.full((height, width), UNDECIDED, dtype=torch.float32)
+
+
+def validate_prompt(
+    prompt: torch.Tensor | np.ndarray,
+    shape: tuple[int, int] | None = None,
+    source: str = "prompt",
+) -> torch.Tensor:
+    """Return ``prompt`` as float32 [H, W] after checking it; raise :class:`PromptError` naming ``source``."""
+    tensor = torch.as_tensor(np.asarray(prompt) if not torch.is_tensor(prompt) else prompt)
+    if tensor.ndim != 2:
+        raise PromptError(f"{source}: a prompt is 2-D [H, W], got shape {tuple(tensor.shape)}")
+    if shape is not None and tuple(tensor.shape) != tuple(shape):
+        raise PromptError(
+            f"{source}: prompt shape {tuple(tensor.shape)} does not match the image {tuple(shape)}"
+        )
+    tensor = tensor.to(torch.float32)
+    valid = (tensor == INDISPENSABLE) | (tensor == PRECLUDED) | (tensor == UNDECIDED)
+    if not bool(valid.all()):
+        bad = torch.unique(tensor[~valid])[:5].tolist()
+        raise PromptError(
+            f"{source}: prompt values must be -1 (undecided), 0 (precluded) or 1 (indispensable); "
+            f"found {bad}"
+        )
+    return tensor
+
+
+def prompt_from_masks(
+    indispensable: torch.Tensor | np.ndarray | None = None,
+    precluded: torch.Tensor | np.ndarray | None = None,
+    shape: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Build a prompt from boolean masks. Where both are set, precluded wins (the safer instruction)."""
+    masks = [torch.as_tensor(np.asarray(m)).bool() for m in (indispensable, precluded) if m is not None]
+    if shape is None:
+        if not masks:
+            raise PromptError("prompt_from_masks needs a mask or a shape")
+        shape = tuple(masks[0].shape)
+    prompt = empty_prompt(*shape)
+    if indispensable is not None:
+        prompt[torch.as_tensor(np.asarray(indispensable)).bool()] = INDISPENSABLE
+    if precluded is not None:
+        prompt[torch.as_tensor(np.asarray(precluded)).bool()] = PRECLUDED
+    return prompt
+
+
+def read_prompt(path: str | Path, shape: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read a prompt file.
+
+    PNG: 255 indispensable, 0 precluded, any other value undecided (colour images are read as
+    their first channel). NPY: the values -1, 0 and 1 themselves.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise PromptError(f"{path}: cannot read prompt ({error})") from error
+        return validate_prompt(array.astype(np.float32), shape, str(path))
+    if suffix == ".png":
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image)
+        except OSError as error:
+            raise PromptError(f"{path}: cannot read prompt ({error})") from error
+        if array.ndim == 3:
+            array = array[..., 0]
+        prompt = np.full(array.shape, UNDECIDED, dtype=np.float32)
+        prompt[array == 255] = INDISPENSABLE
+        prompt[array == 0] = PRECLUDED
+        return validate_prompt(prompt, shape, str(path))
+    raise PromptError(f"{path}: prompt files are .png or .npy, not {suffix or 'no suffix'}")
+
+
+def write_prompt(prompt: torch.Tensor | np.ndarray, path: str | Path) -> Path:
+    """Write a prompt as PNG (255 / 0 / 128) or NPY (-1 / 0 / 1), chosen by the suffix."""
+    path = Path(path)
+    tensor = validate_prompt(prompt, source=str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        np.save(path, tensor.numpy())
+    elif suffix == ".png":
+        from PIL import Image
+
+        array = np.full(tensor.shape, 128, dtype=np.uint8)
+        array[tensor.numpy() == INDISPENSABLE] = 255
+        array[tensor.numpy() == PRECLUDED] = 0
+        Image.fromarray(array).save(path)
+    else:
+        raise PromptError(f"{path}: prompt files are .png or .npy, not {suffix or 'no suffix'}")
+    return path
+
+
+def resize_prompt(prompt: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize, so the three values stay the only values."""
+    if tuple(prompt.shape[-2:]) == tuple(size):
+        return prompt
+    return F.interpolate(prompt[None, None], size=size, mode="nearest")[0, 0]
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    if radius <= 0:
+        return mask
+    kernel = 2 * radius + 1
+    return F.max_pool2d(mask[None, None].float(), kernel, stride=1, padding=radius)[0, 0] > 0
+
+
+def _erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    return ~_dilate(~mask, radius)
+
+
+def simulate_incomplete(
+    region: torch.Tensor,
+    keep_fraction: float = 0.5,
+    jitter: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Simulate an incomplete annotation of ``region`` (a boolean [H, W] mask), as the paper does.
+
+    A random fraction ``keep_fraction`` of the region's area is kept: a half-plane through the
+    region at a random angle is swept until that fraction of the pixels lies on the kept side
+    (annotators miss a connected part, not scattered pixels). The border of what is kept is then
+    jittered: every pixel within ``jitter`` of that border is kept or dropped by a fair coin. The
+    result never reaches outside ``region`` grown by ``jitter``. An empty region stays empty.
+    """
+    region = region.bool()
+    if not bool(region.any()) or keep_fraction >= 1.0 and jitter <= 0:
+        return region.clone()
+    ys, xs = torch.nonzero(region, as_tuple=True)
+    angle = torch.rand((), generator=generator) * 2 * torch.pi
+    projection = ys.float() * torch.cos(angle) + xs.float() * torch.sin(angle)
+    n_keep = max(1, int(round(keep_fraction * len(ys))))
+    order = torch.argsort(projection)[:n_keep]
+    kept = torch.zeros_like(region)
+    kept[ys[order], xs[order]] = True
+    if jitter > 0:
+        grown = _dilate(kept, jitter)
+        shrunk = _erode(kept, jitter)
+        coin = torch.rand(region.shape, generator=generator) < 0.5
+        border = grown & ~shrunk
+        kept = shrunk | (border & coin)
+        if not bool(kept.any()):
+            kept[ys[order[0]], xs[order[0]]] = True
+    return kept
