@@ -64,8 +64,12 @@ class VaplCLI(LightningCLI):
     """LightningCLI with the model's class count and input channels taken from the datamodule."""
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.in_channels", "model.init_args.in_channels", apply_on="instantiate")
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
+        parser.link_arguments(
+            "data.in_channels", "model.init_args.in_channels", apply_on="instantiate"
+        )
 
 
 def build_cli(args: ArgsType = None, run: bool = True) -> VaplCLI:

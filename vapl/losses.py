@@ -23,7 +23,9 @@ def parameter_distance(
             continue
         layer_b = layers_b.get(name)
         if layer_b is None or layer_b.weight.shape != layer_a.weight.shape:
-            raise ValueError(f"layer {name!r} has no counterpart of the same shape in the other model")
+            raise ValueError(
+                f"layer {name!r} has no counterpart of the same shape in the other model"
+            )
         term = (layer_a.weight - layer_b.weight).pow(2).sum()
         total = term if total is None else total + term
     if total is None:

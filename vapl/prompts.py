@@ -64,7 +64,9 @@ def prompt_from_masks(
     shape: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Build a prompt from boolean masks. Where both are set, precluded wins (the safer instruction)."""
-    masks = [torch.as_tensor(np.asarray(m)).bool() for m in (indispensable, precluded) if m is not None]
+    masks = [
+        torch.as_tensor(np.asarray(m)).bool() for m in (indispensable, precluded) if m is not None
+    ]
     if shape is None:
         if not masks:
             raise PromptError("prompt_from_masks needs a mask or a shape")

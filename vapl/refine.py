@@ -75,7 +75,10 @@ class MaskSampler:
         blocks_per_chunk = max(1, chunk_size // MASK_BLOCK)
         n_blocks = -(-self.n_masks // MASK_BLOCK)
         for first in range(0, n_blocks, blocks_per_chunk):
-            parts = [self.block(prompt, seed, b) for b in range(first, min(first + blocks_per_chunk, n_blocks))]
+            parts = [
+                self.block(prompt, seed, b)
+                for b in range(first, min(first + blocks_per_chunk, n_blocks))
+            ]
             masks = torch.cat(parts) if len(parts) > 1 else parts[0]
             start = first * MASK_BLOCK
             yield slice(start, start + masks.shape[0]), masks
@@ -131,7 +134,9 @@ class _ChunkedAggregate(torch.autograd.Function):
         )
         for b, (prompt, seed) in enumerate(zip(prompts, ctx.seeds)):
             for index, masks in ctx.sampler.chunks(prompt, seed, ctx.chunk_size):
-                grad_weights[b, index] = torch.einsum("hw,nhw->n", grad_out[b], masks.to(grad_out.dtype))
+                grad_weights[b, index] = torch.einsum(
+                    "hw,nhw->n", grad_out[b], masks.to(grad_out.dtype)
+                )
         return grad_weights, None, None, None, None
 
 
@@ -174,7 +179,9 @@ class MonotoneWeight(nn.Module):
             raise ValueError(f"positivity is 'exp' or 'tanh', got {positivity!r}")
         sizes = [1] + [hidden] * depth + [1]
         self.raw_weights = nn.ParameterList(
-            nn.Parameter(torch.randn(fan_out, fan_in) * 0.1 - torch.log(torch.tensor(float(fan_in))))
+            nn.Parameter(
+                torch.randn(fan_out, fan_in) * 0.1 - torch.log(torch.tensor(float(fan_in)))
+            )
             for fan_in, fan_out in zip(sizes[:-1], sizes[1:])
         )
         self.positivity = positivity

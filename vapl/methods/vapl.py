@@ -68,7 +68,9 @@ class VAPL(MethodModule):
         self.learns_weights = use_refinement and use_weight_fn and g_steps > 0
         weight_fn = MonotoneWeight(hidden=g_hidden) if use_refinement and use_weight_fn else None
         self.refiner = PromptRefiner(n_masks, p, cell_size, chunk_size, weight_fn)
-        self.cycle_position = 0  # batches since training began, modulo nothing: saved in checkpoints
+        self.cycle_position = (
+            0  # batches since training began, modulo nothing: saved in checkpoints
+        )
         self._score_cache: dict[tuple[int, str], torch.Tensor] = {}
 
     # ----- Algorithm 1's bookkeeping --------------------------------------------------------
@@ -99,7 +101,10 @@ class VAPL(MethodModule):
         was_training = self.prompted_model.training
         self.prompted_model.eval()  # scoring never updates batch-norm statistics
         probs = self.refiner.score(
-            self.prompted_model, batch["image"][rows], batch["prompt"][rows], self._seeds(ids, epoch)
+            self.prompted_model,
+            batch["image"][rows],
+            batch["prompt"][rows],
+            self._seeds(ids, epoch),
         )
         self.prompted_model.train(was_training)
         return self.refiner.target_scores(probs, targets).clone()
@@ -157,7 +162,9 @@ class VAPL(MethodModule):
     def _co_training_losses(
         self, images: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        logits_m, features_m = self.prompted_model.forward_with_features(images * attention[:, None])
+        logits_m, features_m = self.prompted_model.forward_with_features(
+            images * attention[:, None]
+        )
         logits_o, features_o = self.unprompted_model.forward_with_features(images)
         return {
             "logits_m": logits_m,
