@@ -12,7 +12,6 @@ model). The first ``setup`` decodes every file once to check it and raises one
 
 from __future__ import annotations
 
-import csv
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,13 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from datamodules.base import PromptedDataModule, Sample, Transform
+from datamodules.folder_csv import (
+    LABELS_FILE,
+    FolderDataError,
+    RowProblem,
+    read_labels_csv,
+    resolve_labels,
+)
 from datamodules.image_files import (
     ImageFileError,
     read_explanation,
@@ -33,45 +39,7 @@ from datamodules.image_files import (
 from datamodules.transforms import JointRandomFlip
 from vapl.prompts import PromptError, empty_prompt, read_prompt, resize_prompt
 
-LABELS_FILE = "labels.csv"
-REQUIRED_COLUMNS = ("image", "label", "split")
-OPTIONAL_COLUMNS = ("prompt", "explanation")
 SPLITS = ("train", "val", "test")
-
-
-@dataclass(frozen=True)
-class RowProblem:
-    """One reason a CSV row cannot be used. ``line`` is the CSV line (the header is line 1)."""
-
-    line: int
-    path: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.path or '(no path)'}: {self.reason}"
-
-
-class FolderDataError(ValueError):
-    """A folder data set that cannot be used; ``problems`` lists every bad row."""
-
-    def __init__(self, message: str, problems: Sequence[RowProblem] = ()) -> None:
-        self.problems = list(problems)
-        if self.problems:
-            lines = "\n".join(f"  {problem}" for problem in self.problems)
-            message = f"{message}\n{lines}"
-        super().__init__(message)
-
-
-@dataclass(frozen=True)
-class CsvRow:
-    """One row of labels.csv as text, stripped of surrounding spaces ('' where a cell is empty)."""
-
-    line: int
-    image: str
-    label: str
-    split: str
-    prompt: str = ""
-    explanation: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,94 +52,6 @@ class SampleEntry:
     id: str
     prompt: Path | None = None
     explanation: Path | None = None
-
-
-def read_labels_csv(csv_path: Path) -> list[CsvRow]:
-    """Read labels.csv; raise :class:`FolderDataError` if it is missing, empty or lacks a column."""
-    if not csv_path.is_file():
-        raise FolderDataError(
-            f"{csv_path}: no such file. A folder data set needs {LABELS_FILE} in its root with "
-            f"the columns {', '.join(REQUIRED_COLUMNS)} (and optionally "
-            f"{', '.join(OPTIONAL_COLUMNS)})"
-        )
-    rows = []
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [name.strip() for name in reader.fieldnames or []]
-        missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-        if missing:
-            raise FolderDataError(
-                f"{csv_path}: missing column(s) {', '.join(missing)}; the header has "
-                f"{', '.join(columns) or 'no columns'} (required: {', '.join(REQUIRED_COLUMNS)})"
-            )
-        reader.fieldnames = columns
-        for record in reader:
-            cells = {key: (value or "").strip() for key, value in record.items() if key}
-            rows.append(
-                CsvRow(
-                    line=reader.line_num,
-                    **{name: cells.get(name, "") for name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS},
-                )
-            )
-    if not rows:
-        raise FolderDataError(f"{csv_path}: the file has a header but no rows")
-    return rows
-
-
-def _as_index(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def resolve_labels(
-    cells: Sequence[str], classes: Sequence[str] | None = None
-) -> tuple[list[str], list[int | str]]:
-    """Turn label cells into class indices.
-
-    Returns ``(class_names, results)``: ``results[i]`` is the class index of ``cells[i]``, or a
-    string saying why that cell is not a usable label.
-
-    * ``classes`` given: every label must be one of these names; the index is its position.
-    * Otherwise, if most labels are integers they are class indices (0 .. K - 1, K = largest + 1),
-      else they are class names, numbered in sorted order. Labels of the minority kind are errors.
-    """
-    if classes is not None:
-        lookup = {name: index for index, name in enumerate(classes)}
-        results: list[int | str] = [
-            lookup[cell] if cell in lookup else f"label {cell!r} is not one of {list(classes)}"
-            for cell in cells
-        ]
-        return list(classes), results
-    filled = [cell for cell in cells if cell]
-    n_integers = sum(_as_index(cell) is not None for cell in filled)
-    use_indices = n_integers > len(filled) - n_integers
-    errors: dict[int, str] = {}
-    for row, cell in enumerate(cells):
-        index = _as_index(cell)
-        if not cell:
-            errors[row] = "empty label"
-        elif use_indices and index is None:
-            errors[row] = f"label {cell!r} is a name, but most labels are integer class indices"
-        elif use_indices and index < 0:
-            errors[row] = f"label {cell} is negative; class indices start at 0"
-        elif not use_indices and index is not None:
-            errors[row] = (
-                f"label {cell!r} is an integer, but most labels are class names "
-                "(pass `classes` to use it as a name)"
-            )
-    valid = [cell for row, cell in enumerate(cells) if row not in errors]
-    if use_indices:
-        names = [str(k) for k in range(max((int(cell) for cell in valid), default=-1) + 1)]
-    else:
-        names = sorted(set(valid))
-    lookup = {name: index for index, name in enumerate(names)}
-    results: list[int | str] = [
-        errors[row] if row in errors else int(cell) if use_indices else lookup[cell]
-        for row, cell in enumerate(cells)
-    ]
-    return names, results
 
 
 class SampleLoader:
@@ -338,12 +218,12 @@ class FolderDataModule(PromptedDataModule):
             warnings.warn(f"{self.csv_path}: classes {unused} have no rows", stacklevel=2)
 
     def check_rows(self) -> tuple[dict[str, list[SampleEntry]], dict[str, list[Sample]]]:
-        """Decode every row once; return the entries (and decoded samples) of each split.
+        """Decode every row once; return each split's entries (and, with ``cache``, samples).
 
         Raises :class:`FolderDataError` listing every bad row if any row is bad.
         """
         problems: list[RowProblem] = []
-        candidates: list[tuple[str, SampleEntry]] = []
+        to_load: list[tuple[str | None, SampleEntry]] = []  # split None: the row is bad anyway
         for row, label in zip(self.rows, self.label_results):
             split = row.split.lower()
             reasons = []
@@ -354,7 +234,7 @@ class FolderDataModule(PromptedDataModule):
             if not row.image:
                 reasons.append("empty image path")
             problems += [RowProblem(row.line, row.image, reason) for reason in reasons]
-            if row.image:
+            if row.image:  # load it even if the row is bad, to report its file problems too
                 entry = SampleEntry(
                     line=row.line,
                     image=self.root / row.image,
@@ -363,38 +243,35 @@ class FolderDataModule(PromptedDataModule):
                     prompt=self.root / row.prompt if row.prompt else None,
                     explanation=self.root / row.explanation if row.explanation else None,
                 )
-                candidates.append((split if not reasons else "", entry))
+                to_load.append((None if reasons else split, entry))
 
         keep = bool(self.hparams.cache)
 
-        def load(candidate: tuple[str, SampleEntry]) -> Sample | RowProblem | None:
-            entry = candidate[1]
+        def load(item: tuple[str | None, SampleEntry]) -> Sample | RowProblem | None:
+            entry = item[1]
             try:
                 sample = self.loader(entry)
             except RowLoadError as error:
-                path = (
-                    error.path.relative_to(self.root)
-                    if error.path.is_relative_to(self.root)
-                    else error.path
-                )
-                return RowProblem(entry.line, str(path), error.reason)
+                return RowProblem(entry.line, self._relative(error.path), error.reason)
             return sample if keep else None  # lazy loading: do not hold every image here
 
+        # Decoding releases the GIL: threads make the check faster on big folders.
         with ThreadPoolExecutor(max_workers=max(1, self.hparams.num_workers)) as pool:
-            progress = tqdm(
-                pool.map(load, candidates),
-                total=len(candidates),
-                desc=f"Checking {self.csv_path}",
-                disable=None,
+            results = list(
+                tqdm(
+                    pool.map(load, to_load),
+                    total=len(to_load),
+                    desc=f"Checking {self.csv_path}",
+                    disable=None,  # no bar when the output is not a terminal
+                )
             )
-            loaded = list(progress)
 
         entries: dict[str, list[SampleEntry]] = {split: [] for split in SPLITS}
         samples: dict[str, list[Sample]] = {split: [] for split in SPLITS}
-        for (split, entry), result in zip(candidates, loaded):
+        for (split, entry), result in zip(to_load, results):
             if isinstance(result, RowProblem):
                 problems.append(result)
-            elif split:
+            elif split is not None:
                 entries[split].append(entry)
                 if result is not None:
                     samples[split].append(result)
@@ -406,6 +283,9 @@ class FolderDataModule(PromptedDataModule):
                 f"{self.csv_path}: {n_bad} of {len(self.rows)} rows cannot be used:", problems
             )
         return entries, samples
+
+    def _relative(self, path: Path) -> str:
+        return str(path.relative_to(self.root) if path.is_relative_to(self.root) else path)
 
     @staticmethod
     def _explanation_gaps(entries: dict[str, list[SampleEntry]]) -> list[RowProblem]:

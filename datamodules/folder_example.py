@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datamodules.folder import LABELS_FILE, SPLITS
+from datamodules.folder import SPLITS
+from datamodules.folder_csv import LABELS_FILE
 from datamodules.synthetic import make_synthetic_split
 from vapl.prompts import write_prompt
 

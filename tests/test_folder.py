@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from datamodules import FolderDataError, FolderDataModule
-from datamodules.folder import resolve_labels
+from datamodules.folder_csv import resolve_labels
 from datamodules.folder_example import write_example_folder
 from vapl.prompts import read_prompt
 
