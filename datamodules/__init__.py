@@ -1,6 +1,13 @@
 """LightningDataModules and file readers. Configs name them by short paths (``datamodules.X``)."""
 
 from datamodules.base import PromptedDataModule, TensorSampleDataset
+from datamodules.folder import FolderDataError, FolderDataModule
 from datamodules.synthetic import SyntheticDataModule
 
-__all__ = ["PromptedDataModule", "SyntheticDataModule", "TensorSampleDataset"]
+__all__ = [
+    "FolderDataError",
+    "FolderDataModule",
+    "PromptedDataModule",
+    "SyntheticDataModule",
+    "TensorSampleDataset",
+]
