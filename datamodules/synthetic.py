@@ -37,7 +37,8 @@ def make_synthetic_split(
     image_size: int = 64,
     shortcut: float | None = 1.0,
     lesion_radius: float | None = None,
-    lesion_contrast: float = 1.2,
+    lesion_contrast: float = 1.4,
+    texture_contrast: float = 0.45,
     marker_size: int | None = None,
     keep_fraction: float = 0.6,
     prompt_fraction: float = 1.0,
@@ -48,7 +49,7 @@ def make_synthetic_split(
     draws the marker independently of the label (the test split)."""
     generator = torch.Generator().manual_seed(seed)
     size = image_size
-    radius = lesion_radius if lesion_radius is not None else max(2.0, size / 16)
+    radius = lesion_radius if lesion_radius is not None else max(2.0, size / 10)
     marker = marker_size if marker_size is not None else max(3, size // 10)
     labels = torch.arange(n) % 2
     labels = labels[torch.randperm(n, generator=generator)]
@@ -70,7 +71,7 @@ def make_synthetic_split(
     roi = distance <= radius + 1.0
     lesion = torch.exp(-((distance / radius) ** 4)) * labels.view(-1, 1, 1)
 
-    texture = 0.5 * _smooth_noise(n, size, generator)
+    texture = texture_contrast * _smooth_noise(n, size, generator)
     images = torch.where(body, texture, torch.full_like(texture, -1.5))
     images = images + lesion_contrast * lesion
 
@@ -113,7 +114,8 @@ class SyntheticDataModule(PromptedDataModule):
         n_test: int = 200,
         image_size: int = 64,
         shortcut: float = 1.0,
-        lesion_contrast: float = 1.2,
+        lesion_contrast: float = 1.4,
+        texture_contrast: float = 0.45,
         keep_fraction: float = 0.6,
         prompt_fraction: float = 1.0,
         augment: bool = False,
@@ -138,6 +140,7 @@ class SyntheticDataModule(PromptedDataModule):
                 image_size=hp.image_size,
                 shortcut=None if split == "test" else hp.shortcut,
                 lesion_contrast=hp.lesion_contrast,
+                texture_contrast=hp.texture_contrast,
                 keep_fraction=hp.keep_fraction,
                 prompt_fraction=hp.prompt_fraction,
                 seed=hp.seed * 10 + offset,
