@@ -221,8 +221,14 @@ class LIDCDataModule(MedicalSliceDataModule):
                 read = read_lidc_xml(xml_file)
             except LidcXmlError as error:
                 raise CaseSkipped(str(error)) from error
-            if read is not None:
-                sessions += read.sessions
+            if read is None:  # a chest-radiograph read
+                continue
+            folder_series = series.slices[0].series_uid
+            if read.series_uid and folder_series and read.series_uid != folder_series:
+                raise CaseSkipped(
+                    f"{xml_file}: annotates series {read.series_uid}, the folder holds {folder_series}"
+                )
+            sessions += read.sessions
         if not sessions:
             raise CaseIgnored(f"{case.directory}: no LIDC CT annotation (LidcReadMessage)")
         first = series.slices[0]

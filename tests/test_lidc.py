@@ -159,7 +159,13 @@ def _missing_slice(dicom: Path, xml: Path) -> str:
     return f"{xml.name}: .*points to SOP instance UID {uid}, a slice missing"
 
 
-@pytest.mark.parametrize("damage", [_garbage, _truncated, _bad_xml, _missing_slice])
+def _other_series(dicom: Path, xml: Path) -> str:
+    uid = pydicom.dcmread(dicom).SeriesInstanceUID
+    xml.write_text(xml.read_text().replace(uid, "1.2.3.999"))
+    return f"{xml.name}: annotates series 1.2.3.999, the folder holds {uid}"
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated, _bad_xml, _missing_slice, _other_series])
 def test_bad_input_skips_the_case_or_stops_when_strict(lidc, tree, tmp_path, caplog, damage):
     dicom, xml = nodule_slice(tree, "LIDC-IDRI-0003", lidc[1])
     message = damage(dicom, xml)
