@@ -170,8 +170,9 @@ class MedicalSliceDataModule(PromptedDataModule):
             return str(path)
 
     def cache_directory(self) -> Path:
-        settings = self.cache_settings()
-        return self.cache_root / f"{self.dataset_name}-{settings_hash(settings)}"
+        """One folder per data root and settings, so two archives never share a cache."""
+        key = {**self.cache_settings(), "root": str(self.root.resolve())}
+        return self.cache_root / f"{self.dataset_name}-{settings_hash(key)}"
 
     def build_cache(self) -> Path:
         """Write the cache unless a current one exists; return its folder. Reads the archive."""

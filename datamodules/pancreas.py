@@ -135,17 +135,16 @@ class PancreasDataModule(MedicalSliceDataModule):
         index = self.msd_dir / "dataset.json"
         try:
             entries = json.loads(index.read_text())["training"]
+            # pathlib drops the "./" the index writes before each path
+            pairs = [(self.msd_dir / e["image"], self.msd_dir / e["label"]) for e in entries]
         except FileNotFoundError as error:
             raise DataError(f"{index}: not found; the abnormal cases are listed there") from error
         except (ValueError, KeyError, TypeError) as error:
-            raise DataError(f"{index}: not a Decathlon dataset.json ({error})") from error
-        cases = []
-        for entry in entries:
-            image = (self.msd_dir / entry["image"]).resolve()
-            label = (self.msd_dir / entry["label"]).resolve()
-            name = image.name.removesuffix(".gz").removesuffix(".nii")
-            cases.append(PancreasCase("msd", name, label, image_file=image))
-        return cases
+            raise DataError(f"{index}: not a Decathlon dataset.json ({error!r})") from error
+        return [
+            PancreasCase("msd", image.name.removesuffix(".gz").removesuffix(".nii"), label, image)
+            for image, label in pairs
+        ]
 
     def _tcia_cases(self) -> list[PancreasCase]:
         if not self.normal_dir.is_dir():
