@@ -2,11 +2,15 @@
 
 from datamodules.base import PromptedDataModule, TensorSampleDataset
 from datamodules.folder import FolderDataError, FolderDataModule
+from datamodules.lidc import LIDCDataModule
+from datamodules.pancreas import PancreasDataModule
 from datamodules.synthetic import SyntheticDataModule
 
 __all__ = [
     "FolderDataError",
     "FolderDataModule",
+    "LIDCDataModule",
+    "PancreasDataModule",
     "PromptedDataModule",
     "SyntheticDataModule",
     "TensorSampleDataset",
