@@ -1,6 +1,7 @@
 """One LightningModule per method. Configs name them by these short paths (``vapl.methods.VAPL``)."""
 
 from vapl.methods.base import Baseline, MethodModule
+from vapl.methods.cam import GRADIA, HAICS, RESG, RESL, CAMGuided
 from vapl.methods.vapl import VAPL
 
-__all__ = ["Baseline", "MethodModule", "VAPL"]
+__all__ = ["Baseline", "CAMGuided", "GRADIA", "HAICS", "MethodModule", "RESG", "RESL", "VAPL"]

@@ -8,11 +8,14 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import nn
+from torchmetrics import MeanMetric
 
 from vapl.backbones import Classifier, build_backbone
+from vapl.explanation_metrics import EXPLANATION_METRICS, explanation_scores
 from vapl.metrics import classification_metrics
 
 STAGES = ("train", "val", "test")
+EXPLANATION_STAGES = ("val", "test")
 
 
 class MethodModule(LightningModule):
@@ -21,6 +24,11 @@ class MethodModule(LightningModule):
     A method reports one or more *heads* (``prompted``, ``unprompted``); each head's metrics are
     logged as ``{stage}/{head}/{metric}`` at the end of every epoch. A single-model method also logs
     its ``unprompted`` head as ``{stage}/{metric}``.
+
+    Where a validation or test batch has an ``explanation``, each head's Grad-CAM is scored against
+    it (``{stage}/{head}/iou`` and ``{stage}/{head}/pointing``, see :mod:`vapl.explanation_metrics`)
+    unless ``explanation_metrics=False``. :meth:`explanation_heads` says which network explains
+    which head; by default a method's ``self.model`` explains ``unprompted``.
     """
 
     heads: tuple[str, ...] = ("unprompted",)
@@ -34,6 +42,7 @@ class MethodModule(LightningModule):
         backbone_weights: str | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
+        explanation_metrics: bool = True,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -47,6 +56,15 @@ class MethodModule(LightningModule):
                 f"{stage}_{head}": classification_metrics(num_classes)
                 for stage in STAGES
                 for head in self.heads
+            }
+        )
+        self.explanation_metrics = explanation_metrics
+        self.explanation_scores = nn.ModuleDict(
+            {
+                f"{stage}_{head}_{name}": MeanMetric()
+                for stage in EXPLANATION_STAGES
+                for head in self.heads
+                for name in EXPLANATION_METRICS
             }
         )
 
@@ -76,6 +94,55 @@ class MethodModule(LightningModule):
                 if self.single_model and head == "unprompted":
                     self.log(f"{stage}/{name}", value)
             collection.reset()
+        self._log_explanation_metrics(stage)
+
+    # ----- explanation metrics -------------------------------------------------------------
+    def explanation_heads(
+        self, batch: dict[str, Any], outputs: Any
+    ) -> dict[str, tuple[Classifier, torch.Tensor, torch.Tensor | None]]:
+        """``head -> (network, the images it sees, rows or None for all)`` whose Grad-CAM is
+        scored against the batch's explanation. ``outputs`` is what the step returned."""
+        model = getattr(self, "model", None)
+        return (
+            {"unprompted": (model, batch["image"], None)} if isinstance(model, Classifier) else {}
+        )
+
+    def _update_explanation_metrics(self, stage: str, batch: Any, outputs: Any) -> None:
+        if not self.explanation_metrics or not isinstance(batch, dict):
+            return
+        if batch.get("explanation") is None:
+            return
+        for head, (model, images, rows) in self.explanation_heads(batch, outputs).items():
+            explanation = batch["explanation"]
+            if rows is not None:
+                images, explanation = images[rows], explanation[rows]
+            for name, values in explanation_scores(model, images, explanation).items():
+                if values.numel():
+                    self.explanation_scores[f"{stage}_{head}_{name}"].update(values)
+
+    def _log_explanation_metrics(self, stage: str) -> None:
+        if stage not in EXPLANATION_STAGES:
+            return
+        for head in self.heads:
+            for name in EXPLANATION_METRICS:
+                metric = self.explanation_scores[f"{stage}_{head}_{name}"]
+                if not metric.update_count:
+                    continue
+                value = metric.compute()
+                self.log(f"{stage}/{head}/{name}", value)
+                if self.single_model and head == "unprompted":
+                    self.log(f"{stage}/{name}", value)
+                metric.reset()
+
+    def on_validation_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._update_explanation_metrics("val", batch, outputs)
+
+    def on_test_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._update_explanation_metrics("test", batch, outputs)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
@@ -107,8 +174,17 @@ class Baseline(MethodModule):
         backbone_weights: str | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.0,
+        explanation_metrics: bool = True,
     ) -> None:
-        super().__init__(num_classes, in_channels, backbone, backbone_weights, lr, weight_decay)
+        super().__init__(
+            num_classes,
+            in_channels,
+            backbone,
+            backbone_weights,
+            lr,
+            weight_decay,
+            explanation_metrics=explanation_metrics,
+        )
         self.save_hyperparameters()
         self.model = self.make_backbone()
 

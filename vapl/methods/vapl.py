@@ -56,8 +56,17 @@ class VAPL(MethodModule):
         use_param_loss: bool = True,
         use_activ_loss: bool = True,
         use_weight_fn: bool = True,
+        explanation_metrics: bool = True,
     ) -> None:
-        super().__init__(num_classes, in_channels, backbone, backbone_weights, lr, weight_decay)
+        super().__init__(
+            num_classes,
+            in_channels,
+            backbone,
+            backbone_weights,
+            lr,
+            weight_decay,
+            explanation_metrics=explanation_metrics,
+        )
         self.save_hyperparameters()
         if f_steps < 1 or g_steps < 0:
             raise ValueError(f"f_steps must be >= 1 and g_steps >= 0, got {f_steps}, {g_steps}")
@@ -265,7 +274,7 @@ class VAPL(MethodModule):
         probs_m = torch.where(batch["has_prompt"][:, None], probs_m, probs_o)
         return {"prompted_probs": probs_m, "unprompted_probs": probs_o, "refined_prompt": attention}
 
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
         out = self.predict_both(batch)
         labels = batch["label"]
         for head in self.heads:
@@ -273,12 +282,24 @@ class VAPL(MethodModule):
             self.update_metrics(stage, head, probs.argmax(1), labels)
             loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels)
             self.log(f"{stage}/{head}/loss", loss, batch_size=len(labels))
+        return out
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._evaluate(batch, "test")
+
+    def explanation_heads(
+        self, batch: dict[str, Any], outputs: Any
+    ) -> dict[str, tuple[torch.nn.Module, torch.Tensor, torch.Tensor | None]]:
+        """f_o's Grad-CAM on ``I`` explains the unprompted head; f_m's on ``I * A`` the prompted
+        head, scored on the samples that have a prompt."""
+        heads = {"unprompted": (self.unprompted_model, batch["image"], None)}
+        if isinstance(outputs, dict) and "refined_prompt" in outputs:
+            prompted_input = batch["image"] * outputs["refined_prompt"][:, None]
+            heads["prompted"] = (self.prompted_model, prompted_input, batch["has_prompt"])
+        return heads
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         out = self.predict_both(batch)
