@@ -4,6 +4,7 @@ dataset that serves samples from the cached arrays (no DICOM or NIfTI is read wh
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ class CachedSliceDataset(Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
 
-class MedicalSliceDataModule(PromptedDataModule):
+class MedicalSliceDataModule(PromptedDataModule, ABC):
     """2-D CT slices from a one-time cache, split by patient; subclasses read the archives.
 
     A subclass defines ``dataset_name``, :meth:`cache_settings` (everything that changes the cached
@@ -148,18 +149,18 @@ class MedicalSliceDataModule(PromptedDataModule):
         self._cache_directory: Path | None = None
 
     # ----- what a subclass provides ----------------------------------------------------------
-    def cache_settings(self) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def cache_settings(self) -> dict[str, Any]: ...
 
+    @abstractmethod
     def list_cases(self) -> tuple[list[Any], list[Path]]:
         """The cases to process and every source file they read (for the fingerprint)."""
-        raise NotImplementedError
 
-    def case_name(self, case: Any) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def case_name(self, case: Any) -> str: ...
 
-    def process_case(self, case: Any) -> list[SliceSample]:
-        raise NotImplementedError
+    @abstractmethod
+    def process_case(self, case: Any) -> list[SliceSample]: ...
 
     # ----- the cache step --------------------------------------------------------------------
     def relative(self, path: Path) -> str:

@@ -11,6 +11,7 @@ metrics as every other method (cross-entropy, classification, explanation metric
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ from vapl.saliency import (
 )
 
 
-class CAMGuided(Baseline):
+class CAMGuided(Baseline, ABC):
     """Shared training step of the CAM-guided methods; subclasses define :meth:`attention_loss`.
 
     Args beyond the Baseline's:
@@ -88,6 +89,7 @@ class CAMGuided(Baseline):
         self.cam_layer = layer
 
     # ----- the attention loss -----------------------------------------------------------------
+    @abstractmethod
     def attention_loss(
         self,
         cam: torch.Tensor,
@@ -97,7 +99,6 @@ class CAMGuided(Baseline):
     ) -> torch.Tensor:
         """The method's loss on normalised CAMs [b, h, w]. ``factual``/``counterfactual`` are the
         annotation's area fractions per CAM cell; ``res_map`` the full-size RES map [b, H, W]."""
-        raise NotImplementedError
 
     def training_cam(
         self,
