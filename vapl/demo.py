@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--figure", default=None, help="where to save the example figure")
     parser.add_argument("extra", nargs="*", help="extra CLI overrides, e.g. --trainer.max_epochs=2")
     options, unknown = parser.parse_known_args(argv)
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     root = Path(options.root)
     extra = [*options.extra, *unknown]
     results: dict[str, dict[str, float]] = {}
