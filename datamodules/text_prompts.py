@@ -87,7 +87,7 @@ class TextPromptDataModule(PromptedDataModule):
     def __init__(
         self,
         datamodule: PromptedDataModule,
-        vlm_model: str = "ViT-B-16",
+        vlm_model: str = "ViT-B-16-quickgelu",
         vlm_weights: str | None = None,
         vlm_random_init: bool = False,
         foreground_prompt: str = "an object",

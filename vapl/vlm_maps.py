@@ -78,11 +78,11 @@ def resolve_weights(weights: str | Path | None, model_name: str) -> Path:
     """The checkpoint file named by ``weights`` (a file, or a folder holding one), else a
     :class:`WeightsNotFoundError` that says what to put where."""
     hint = (
-        f"Download the open_clip weights of {model_name} once (for example "
-        f"`huggingface-cli download timm/vit_base_patch16_clip_224.openai "
-        f"open_clip_pytorch_model.bin --local-dir weights/clip/{model_name}`, or any "
-        f"open_clip checkpoint of that architecture) and name the file or its folder in "
-        f"`vlm_weights` (model) or `weights` (text-prompt datamodule). Looked for in a folder: "
+        f"Put an open_clip checkpoint of {model_name} on disk once and name the file or its "
+        f"folder in `vlm_weights` (model) or `--data.init_args.vlm_weights` (text-prompt "
+        f"datamodule). For OpenAI's ViT-B/16 (architecture ViT-B-16-quickgelu): `huggingface-cli "
+        f"download timm/vit_base_patch16_clip_224.openai open_clip_pytorch_model.bin "
+        f"--local-dir weights/clip/ViT-B-16-quickgelu`. Looked for in a folder: "
         f"{', '.join(CHECKPOINT_NAMES)}. vapl never downloads weights itself."
     )
     if weights is None:
@@ -168,7 +168,7 @@ class VLMMapGenerator:
     method that holds one does not train, checkpoint or optimise the CLIP weights.
 
     Args:
-        model_name: an open_clip architecture (``ViT-B-16``) or ``vapl-tiny-clip``.
+        model_name: an open_clip architecture (``ViT-B-16-quickgelu``) or ``vapl-tiny-clip``.
         weights: the checkpoint file or a folder holding one (see :func:`resolve_weights`).
         random_init: random weights instead (tests and the demo only).
         foreground: the text prompt for what the classifier should look at.
@@ -180,7 +180,7 @@ class VLMMapGenerator:
 
     def __init__(
         self,
-        model_name: str = "ViT-B-16",
+        model_name: str = "ViT-B-16-quickgelu",
         weights: str | None = None,
         random_init: bool = False,
         foreground: str = "an object",

@@ -66,7 +66,7 @@ class LearningToLook(CAMGuided):
     """CE plus ``lambda`` times the KL divergence of the Grad-CAM from a VLM's attention map.
 
     Args beyond :class:`~vapl.methods.cam.CAMGuided`'s (``attention_weight`` is ``lambda``):
-        vlm_model: open_clip architecture of the map generator (``ViT-B-16``; ``vapl-tiny-clip``
+        vlm_model: open_clip architecture of the map generator (``ViT-B-16-quickgelu``, OpenAI's weights; ``vapl-tiny-clip``
             is a tiny model of ours for tests).
         vlm_weights: its checkpoint file, or a folder holding one; never downloaded.
         vlm_random_init: random generator weights instead (tests and the demo only).
@@ -96,7 +96,7 @@ class LearningToLook(CAMGuided):
         cam_method: str = "gradcam",
         cam_normalization: str = "minmax",
         second_order: bool = True,
-        vlm_model: str = "ViT-B-16",
+        vlm_model: str = "ViT-B-16-quickgelu",
         vlm_weights: str | None = None,
         vlm_random_init: bool = False,
         foreground_prompt: str = "an object",
