@@ -184,7 +184,8 @@ class MapCache:
         self, ids: Sequence[str], images: torch.Tensor, generator: MapFunction
     ) -> tuple[torch.Tensor, int]:
         """``(maps [B, H, W] on the images' device, how many were computed on the fly)``."""
-        found = [self.lookup(sample_id, image) for sample_id, image in zip(ids, images)]
+        on_cpu = images.detach().cpu()  # one transfer, then per-sample digests
+        found = [self.lookup(sample_id, image) for sample_id, image in zip(ids, on_cpu)]
         missing = [i for i, m in enumerate(found) if m is None]
         if missing:
             fresh = generator(images[missing]).float().cpu()
