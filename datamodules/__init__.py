@@ -5,6 +5,7 @@ from datamodules.folder import FolderDataError, FolderDataModule
 from datamodules.lidc import LIDCDataModule
 from datamodules.pancreas import PancreasDataModule
 from datamodules.synthetic import SyntheticDataModule
+from datamodules.text_prompts import TextPromptDataModule
 
 __all__ = [
     "FolderDataError",
@@ -14,4 +15,5 @@ __all__ = [
     "PromptedDataModule",
     "SyntheticDataModule",
     "TensorSampleDataset",
+    "TextPromptDataModule",
 ]

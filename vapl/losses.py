@@ -284,3 +284,23 @@ def res_l_loss(
         if bool(rows.any()):
             loss = loss + imputation_reg * F.mse_loss(imputed[rows], factual[rows])
     return loss
+
+
+def attention_kl_loss(
+    cam: torch.Tensor, target_map: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
+    """Learning to Look's alignment term ``KL(P || Q)``, averaged over samples.
+
+    ``P`` is the target map [B, h, w] (non-negative, at the CAM's resolution) as a distribution
+    over cells, ``map / sum(map)``; ``Q = softmax(cam)`` over cells, ``cam`` the normalised CAM
+    [B, h, w]. Zero exactly when ``softmax(cam) == P``. Samples whose map is all zero carry no
+    distribution and are left out (the loss is 0 when none is left).
+    """
+    target = target_map.flatten(1)
+    mass = target.sum(dim=1)
+    keep = mass > eps
+    if not bool(keep.any()):
+        return cam.sum() * 0
+    p = target[keep] / mass[keep, None]
+    log_q = F.log_softmax(cam.flatten(1)[keep], dim=1)
+    return (torch.xlogy(p, p) - p * log_q).sum(dim=1).mean()

@@ -180,3 +180,20 @@ def simulate_incomplete(
         if not bool(kept.any()):
             kept[ys[order[0]], xs[order[0]]] = True
     return kept
+
+
+def map_to_prompt(
+    maps: torch.Tensor, indispensable_above: float = 0.7, precluded_below: float = 0.2
+) -> torch.Tensor:
+    """Attention maps [..., H, W] in [0, 1] as VAPL prompts: ``map >= indispensable_above`` ->
+    indispensable (1), ``map <= precluded_below`` -> precluded (0), the rest undecided (-1)."""
+    if not 0.0 <= precluded_below < indispensable_above <= 1.0:
+        raise ValueError(
+            "need 0 <= precluded_below < indispensable_above <= 1, got "
+            f"{precluded_below} and {indispensable_above}"
+        )
+    prompt = torch.full_like(maps, float(UNDECIDED))
+    prompt = torch.where(maps <= precluded_below, torch.full_like(maps, float(PRECLUDED)), prompt)
+    return torch.where(
+        maps >= indispensable_above, torch.full_like(maps, float(INDISPENSABLE)), prompt
+    )

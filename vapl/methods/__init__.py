@@ -3,5 +3,16 @@
 from vapl.methods.base import Baseline, MethodModule
 from vapl.methods.cam import GRADIA, HAICS, RESG, RESL, CAMGuided
 from vapl.methods.vapl import VAPL
+from vapl.methods.vlm import LearningToLook
 
-__all__ = ["Baseline", "CAMGuided", "GRADIA", "HAICS", "MethodModule", "RESG", "RESL", "VAPL"]
+__all__ = [
+    "Baseline",
+    "CAMGuided",
+    "GRADIA",
+    "HAICS",
+    "LearningToLook",
+    "MethodModule",
+    "RESG",
+    "RESL",
+    "VAPL",
+]
