@@ -11,7 +11,6 @@ metrics as every other method (cross-entropy, classification, explanation metric
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -40,7 +39,7 @@ from vapl.saliency import (
 )
 
 
-class CAMGuided(Baseline, ABC):
+class CAMGuided(Baseline):
     """Shared training step of the CAM-guided methods; subclasses define :meth:`attention_loss`.
 
     Args beyond the Baseline's:
@@ -89,7 +88,6 @@ class CAMGuided(Baseline, ABC):
         self.cam_layer = layer
 
     # ----- the attention loss -----------------------------------------------------------------
-    @abstractmethod
     def attention_loss(
         self,
         cam: torch.Tensor,
@@ -99,6 +97,7 @@ class CAMGuided(Baseline, ABC):
     ) -> torch.Tensor:
         """The method's loss on normalised CAMs [b, h, w]. ``factual``/``counterfactual`` are the
         annotation's area fractions per CAM cell; ``res_map`` the full-size RES map [b, H, W]."""
+        raise TypeError(f"{type(self).__name__} defines no attention loss of the RES family")
 
     def training_cam(
         self,
