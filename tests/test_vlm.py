@@ -290,14 +290,16 @@ def test_text_prompts_for_vapl_fast_dev_run(tmp_path):
     assert cli.trainer.callback_metrics["train/loss"].isfinite()
 
 
-@pytest.mark.skipif(
-    not (CONFIGS / "decoy_mnist.yaml").is_file(), reason="configs/decoy_mnist.yaml not on main yet"
-)
 def test_learning_to_look_fast_dev_run_on_decoy_mnist(tmp_path):
+    from datamodules.fixtures_natural import make_mnist_tree
+
+    root = make_mnist_tree(tmp_path / "mnist", n_train=40, n_test=16)
     cli = build_cli(
         [
             "fit",
             "--config=decoy_mnist.yaml",
+            f"--data.init_args.root={root}",
+            "--data.init_args.batch_size=8",
             "--config=methods/learning_to_look.yaml",
             *FAST,
             *TINY_VLM,
