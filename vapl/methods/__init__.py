@@ -3,5 +3,19 @@
 from vapl.methods.base import Baseline, MethodModule
 from vapl.methods.cam import GRADIA, HAICS, RESG, RESL, CAMGuided
 from vapl.methods.vapl import VAPL
+from vapl.methods.yesno import CRAYON, CRAYONAttention, CRAYONPruning, YesNoGuided
 
-__all__ = ["Baseline", "CAMGuided", "GRADIA", "HAICS", "MethodModule", "RESG", "RESL", "VAPL"]
+__all__ = [
+    "CRAYON",
+    "Baseline",
+    "CAMGuided",
+    "CRAYONAttention",
+    "CRAYONPruning",
+    "GRADIA",
+    "HAICS",
+    "MethodModule",
+    "RESG",
+    "RESL",
+    "VAPL",
+    "YesNoGuided",
+]
