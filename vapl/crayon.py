@@ -6,8 +6,9 @@
    (channel) of the last convolutional stage, its concept: the ``top_k`` training images where it
    fires most and the patch around its peak cell in each. Written to ``DIR``: ``maps.pt`` (what
    fine-tuning and the oracle read), ``answers_template.csv`` (every image and neuron "maybe", for
-   annotators to edit) and, unless ``--no-pictures``, ``pictures/images/<id>.png`` (Grad-CAM
-   overlays) and ``pictures/neurons/<index>.png`` (patch strips) for annotators to judge.
+   annotators to edit) and, unless ``--no-pictures``, ``pictures/images/<row>_<id>.png`` (Grad-CAM
+   overlays, listed with their ids in ``pictures/images.csv``) and ``pictures/neurons/<index>.png``
+   (patch strips) for annotators to judge.
 2. ``vapl crayon answer --export DIR --oracle [--threshold 0.5]`` answers from the data set's
    ground-truth explanations; ``vapl crayon answer --export DIR --from human.csv`` checks a human
    answers file against the export. Either writes ``DIR/answers.csv`` (or ``--out``).
@@ -20,6 +21,8 @@ and the model exactly as ``vapl fit`` would, with the Baseline as the model clas
 from __future__ import annotations
 
 import argparse
+import csv
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,10 +157,13 @@ def export(
 def _write_pictures(folder: Path, dataset, export_data: dict) -> None:
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "neurons").mkdir(parents=True, exist_ok=True)
-    for row, key in enumerate(tqdm(export_data["ids"], desc="Grad-CAM pictures")):
-        _overlay(dataset[row]["image"], export_data["maps"][row]).save(
-            folder / "images" / f"{key}.png"
-        )
+    with (folder / "images.csv").open("w", newline="") as handle:
+        index = csv.writer(handle)
+        index.writerow(("file", "id", "label"))
+        for row, key in enumerate(tqdm(export_data["ids"], desc="Grad-CAM pictures")):
+            name = f"{row:05d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', key)[-60:]}.png"
+            _overlay(dataset[row]["image"], export_data["maps"][row]).save(folder / "images" / name)
+            index.writerow((f"images/{name}", key, int(export_data["labels"][row])))
     boxes, images = export_data["concept_boxes"], export_data["concept_images"]
     for neuron in tqdm(range(len(boxes)), desc="concept pictures"):
         patches = []

@@ -83,7 +83,7 @@ class YesNoGuided(Baseline):
         maps: str | None = None,
         init_checkpoint: str | None = None,
         alpha: float = 100.0,
-        beta: float = 100.0,
+        beta: float = 10.0,
         second_order: bool = True,
     ) -> None:
         super().__init__(
