@@ -7,6 +7,7 @@ also when vapl is installed without its source tree. Configs compose left to rig
 
 from __future__ import annotations
 
+import importlib
 import sys
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,8 @@ from datamodules.base import PromptedDataModule
 from vapl.methods.base import MethodModule
 
 CONFIG_FLAGS = ("--config", "-c")
+# ``vapl NAME ...`` subcommands beside LightningCLI's: NAME -> "module:function(args)".
+EXTRA_COMMANDS = {"crayon": "vapl.crayon:main"}
 
 
 def bundled_config_dir() -> Path:
@@ -89,7 +92,12 @@ def build_cli(args: ArgsType = None, run: bool = True) -> VaplCLI:
 
 def main(args: ArgsType = None) -> None:
     """Entry point of the ``vapl`` console script; ``main([...])`` runs it in-process."""
-    build_cli(args)
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in EXTRA_COMMANDS:
+        module, _, function = EXTRA_COMMANDS[argv[0]].partition(":")
+        getattr(importlib.import_module(module), function)(argv[1:])
+        return
+    build_cli(argv)
 
 
 if __name__ == "__main__":
