@@ -33,8 +33,8 @@ def run_method(name: str, overlay: list[str], root: Path, extra: list[str]) -> d
         str(root / name),
     ]
     cli = build_cli([*args, *extra])
+    val = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    val = {k: float(v) for k, v in cli.trainer.logged_metrics.items() if k.startswith("val/")}
     results = {k: float(v) for k, v in results.items()}
     results.update(val)
     results["_module"] = cli.model  # type: ignore[assignment]
