@@ -243,3 +243,29 @@ def test_balanced_eq1_with_a_constant_model_is_exact_and_divides_by_k():
         Constant(), torch.rand(2, 1, 10, 10), prompts, [1, 2], torch.tensor([1, 1])
     )
     assert torch.allclose(refined[prompts == UNDECIDED], torch.tensor(6 / 50))
+
+
+# ----- the options in VAPL --------------------------------------------------------------------
+@pytest.mark.parametrize("shared", [False, True])
+def test_vapl_options_reach_the_refiner_and_a_samples_prompt_ignores_its_batch(shared):
+    from datamodules.synthetic import make_synthetic_split
+    from vapl.methods import VAPL
+
+    data = make_synthetic_split(6, image_size=16, seed=3)
+    batch = torch.utils.data.default_collate([data[i] for i in range(6)])
+    torch.manual_seed(0)
+    model = VAPL(
+        in_channels=1,
+        backbone="tiny",
+        n_masks=24,
+        chunk_size=10,
+        balanced_masks=True,
+        shared_masks=shared,
+    ).eval()
+    assert model.refiner.sampler.balanced and not model.refiner.autocast
+    assert VAPL(in_channels=1, backbone="tiny", autocast=True).refiner.autocast
+    seeds = model._seeds(batch["id"], epoch=0)
+    assert (len(set(seeds)) == 1) == shared
+    whole = model.refined_prompts(batch)
+    part = {k: v[3:5] for k, v in batch.items()}
+    assert torch.allclose(model.refined_prompts(part), whole[3:5], atol=1e-6)
