@@ -24,12 +24,20 @@ def _prompts(batch: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 def _plain_iid_masks(prompt: torch.Tensor, seed: int, n_masks: int, p: float) -> torch.Tensor:
-    """The i.i.d. masks the way the engine always drew them: block by block, ``rand < p``."""
+    """The i.i.d. masks as specified: block by block from a generator seeded by (seed, block),
+    each pixel 16 random bits (little-endian slices of 64-bit words) read as a signed integer s,
+    on when ``s + 2^15 < round(p 2^16)``."""
     blocks = []
     for index in range(-(-n_masks // MASK_BLOCK)):
         count = min(MASK_BLOCK, n_masks - index * MASK_BLOCK)
         generator = torch.Generator().manual_seed(block_seed(seed, index))
-        draw = torch.rand((count, *prompt.shape), generator=generator) < p
+        size = count * prompt.numel()
+        words = torch.empty(-(-size // 4), dtype=torch.int64).random_(
+            -(2**63), None, generator=generator
+        )
+        unsigned = [(w >> (16 * lane)) & 0xFFFF for w in words.tolist() for lane in range(4)]
+        signed = torch.tensor([u - 2**16 if u >= 2**15 else u for u in unsigned[:size]])
+        draw = (signed + 2**15).view(count, *prompt.shape) < round(p * 2**16)
         blocks.append(((prompt == INDISPENSABLE) | ((prompt == UNDECIDED) & draw)).float())
     return torch.cat(blocks)
 
@@ -60,10 +68,13 @@ class _MeanModel(torch.nn.Module):
 
 
 # ----- the fast paths give the plain path's refined prompts -----------------------------------
-def test_iid_masks_are_the_ones_the_engine_always_drew():
+def test_iid_masks_are_the_specified_ones_and_p_one_keeps_every_pixel():
     prompt = _prompts(1, 12)[0]
     sampler = MaskSampler(n_masks=53, p=0.3)
     assert torch.equal(sampler.all_masks(prompt, 7), _plain_iid_masks(prompt, 7, 53, 0.3))
+    assert sampler.p_exact == round(0.3 * 2**16) / 2**16 and abs(sampler.p_exact - 0.3) < 2**-17
+    everything = MaskSampler(n_masks=20, p=1.0).all_masks(prompt, 7)
+    assert torch.equal(everything, (prompt != PRECLUDED).float().expand(20, 12, 12))
 
 
 @pytest.mark.parametrize("balanced", [False, True])

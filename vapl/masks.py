@@ -12,10 +12,14 @@ batch or the order in which they are asked for.
 
 Two samplers:
 
-* i.i.d. (the paper): each undecided pixel is on with probability ``p`` in each mask;
+* i.i.d. (the paper): each undecided pixel is on with probability ``p`` in each mask. A pixel's
+  draw is a 16-bit slice of a 64-bit random word, on below ``round(p 65536)``: four pixels per
+  random number, a quarter of the generator calls of ``rand() < p``, with ``p`` rounded to
+  1 / 65536 (:attr:`MaskSampler.p_exact`, what eq. 3 divides by).
 * balanced: each undecided pixel is on in exactly ``k = round(p N)`` of the N masks, a uniformly
   random k-subset per pixel, drawn sequentially (mask ``i`` switches a pixel on with probability
-  ``(k - on so far) / (N - i)``), which removes the noise of the count in eq. 1's denominator.
+  ``(k - on so far) / (N - i)``, from a 32-bit slice), which removes the noise of the count in
+  eq. 1's denominator.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from vapl.prompts import INDISPENSABLE, UNDECIDED
 #: Masks are drawn in blocks of this many, each block from its own seeded generator, so the masks
 #: of a sample do not depend on the chunk size used to score them.
 MASK_BLOCK = 16
+
+#: The i.i.d. sampler's resolution of ``p``: a pixel's draw is 16 random bits.
+P_STEPS = 2**16
 
 
 def block_seed(seed: int, index: int) -> int:
@@ -63,10 +70,22 @@ class MaskSampler:
         return max(1, round(self.p * self.n_masks))
 
     @property
+    def threshold(self) -> int:
+        """I.i.d. sampler: a pixel is on when its 16 random bits, read as a signed integer ``s``,
+        give ``s + 32768`` below this."""
+        return min(P_STEPS, max(1, round(self.p * P_STEPS)))
+
+    @property
+    def p_exact(self) -> float:
+        """The probability the i.i.d. masks switch a pixel on: ``p`` rounded to 1 / 65536."""
+        return self.threshold / P_STEPS
+
+    @property
     def normaliser(self) -> float:
-        """Eq. 3's denominator: ``N p`` for i.i.d. masks, the exact count ``k`` for balanced ones
-        (dividing by ``N p`` there would bias ``A`` by the rounding of ``k``)."""
-        return float(self.k) if self.balanced else self.n_masks * self.p
+        """Eq. 3's denominator: ``N p`` for i.i.d. masks (with :attr:`p_exact`), the exact count
+        ``k`` for balanced ones (dividing by ``N p`` there would bias ``A`` by the rounding of
+        ``k``)."""
+        return float(self.k) if self.balanced else self.n_masks * self.p_exact
 
     def draws(
         self, shape: tuple[int, int], seed: int, device: torch.device | str = "cpu"
@@ -138,49 +157,77 @@ class DrawStream:
                 self.cells, self.sampler.k, dtype=torch.int64, device=self.device
             )
 
-    def _generate(self, index: int) -> torch.Tensor:
-        """Block ``index``'s cell draws, float [count, *cells] in {0, 1}."""
-        sampler = self.sampler
+    def _block_range(self, index: int) -> tuple[int, int]:
         start = index * MASK_BLOCK
-        count = min(MASK_BLOCK, sampler.n_masks - start)
+        return start, min(start + MASK_BLOCK, self.sampler.n_masks)
+
+    def _random_bits(self, count: int, bits: int, generator: torch.Generator) -> torch.Tensor:
+        """``count`` cell fields of random ``bits``-bit integers (16 or 32, signed view)."""
+        lanes = 64 // bits
+        size = count * self.cells[0] * self.cells[1]
+        words = torch.empty(-(-size // lanes), dtype=torch.int64, device=self.device)
+        words.random_(-(2**63), None, generator=generator)  # all 64 bits random
+        dtype = torch.int16 if bits == 16 else torch.int32
+        return words.view(dtype)[:size].view(count, *self.cells)
+
+    def _generate(self, index: int, out: torch.Tensor) -> torch.Tensor:
+        """Write block ``index``'s cell draws into ``out`` [count, *cells] (float, 0 or 1)."""
+        sampler = self.sampler
+        start, _ = self._block_range(index)
         generator = torch.Generator(device=self.device)
         generator.manual_seed(block_seed(self.seed, index))
+        if not sampler.balanced and sampler.threshold == P_STEPS:
+            return out.fill_(1.0)  # p = 1
         if not sampler.balanced:
-            draw = torch.rand((count, *self.cells), generator=generator, device=self.device)
-            return draw.lt_(sampler.p)
-        draw = torch.empty((count, *self.cells), dtype=torch.float32, device=self.device)
-        for j in range(count):
+            # Signed 16-bit values are uniform on [-32768, 32768): on for the lowest `threshold`.
+            bits = self._random_bits(len(out), 16, generator)
+            return torch.lt(bits, sampler.threshold - P_STEPS // 2, out=out)
+        bits = self._random_bits(len(out), 32, generator).to(torch.int64) & 0xFFFFFFFF
+        for j in range(len(out)):
             remaining = sampler.n_masks - (start + j)
-            ticket = torch.randint(
-                0, remaining, self.cells, generator=generator, device=self.device
-            )
+            ticket = (bits[j] * remaining) >> 32  # uniform on [0, remaining) to within 2^-32
             on = ticket < self._owed  # probability owed / remaining: exactly k over all N
             self._owed -= on.long()
-            draw[j] = on
-        return draw
+            out[j] = on
+        return out
 
-    def _block(self, index: int) -> torch.Tensor:
-        if index in self._kept:
-            return self._kept[index]
-        if not self.sampler.balanced:
-            return self._generate(index)
-        if index < self._next_block:
-            self._restart()
-        while self._next_block < index:
-            self._generate(self._next_block)
+    def _block(self, index: int, out: torch.Tensor) -> torch.Tensor:
+        """Block ``index`` written into ``out``, keeping the balanced sampler's order."""
+        if self.sampler.balanced:
+            if index < self._next_block:
+                self._restart()
+            while self._next_block < index:
+                skipped = self._block_range(self._next_block)
+                self._generate(self._next_block, self._empty(skipped[1] - skipped[0]))
+                self._next_block += 1
             self._next_block += 1
-        self._next_block += 1
-        return self._generate(index)
+        return self._generate(index, out)
+
+    def _empty(self, count: int) -> torch.Tensor:
+        return torch.empty((count, *self.cells), dtype=torch.float32, device=self.device)
 
     def take(self, start: int, stop: int) -> torch.Tensor:
-        """Draws of masks ``start`` to ``stop``: float [stop - start, H, W] in {0, 1}."""
+        """Draws of masks ``start`` to ``stop``: float [stop - start, H, W] in {0, 1}.
+
+        Whole blocks are generated in place in the returned tensor; a block cut by ``start`` or
+        ``stop`` is generated apart and kept for the next range, which usually begins with it.
+        """
         if not 0 <= start < stop <= self.sampler.n_masks:
             raise ValueError(f"mask range {start}:{stop} outside 0:{self.sampler.n_masks}")
-        first, last = start // MASK_BLOCK, (stop - 1) // MASK_BLOCK
-        blocks = {b: self._block(b) for b in range(first, last + 1)}
-        self._kept = blocks
-        cells = torch.cat(list(blocks.values())) if len(blocks) > 1 else blocks[first]
-        cells = cells[start - first * MASK_BLOCK : stop - first * MASK_BLOCK]
+        cells = self._empty(stop - start)
+        kept: dict[int, torch.Tensor] = {}
+        for index in range(start // MASK_BLOCK, (stop - 1) // MASK_BLOCK + 1):
+            first, end = self._block_range(index)
+            lo, hi = max(start, first), min(stop, end)
+            if index in self._kept:
+                kept[index] = self._kept[index]
+            elif lo == first and hi == end:
+                kept[index] = self._block(index, cells[lo - start : hi - start])
+                continue
+            else:
+                kept[index] = self._block(index, self._empty(end - first))
+            cells[lo - start : hi - start] = kept[index][lo - first : hi - first]
+        self._kept = kept
         c = self.sampler.cell_size
         if c > 1:
             cells = cells.repeat_interleave(c, dim=1).repeat_interleave(c, dim=2)
