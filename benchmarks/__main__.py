@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 import warnings
 
@@ -28,14 +29,16 @@ def run(only: set[str], device: torch.device, repeats: int) -> list[Figure]:
         figures.append(overhead(device, "tiny", 64, 4, 128, 64, repeats, None, "1c"))
     if "2" in only:
         say("\n[2] The G phase: cached scores against rescoring")
-        figures.append(g_phase(device, repeats=repeats))
+        figures.append(g_phase(device, "resnet18", 2, repeats, "2a"))
+        figures.append(g_phase(device, "tiny", 8, repeats, "2b", goal=None))
+        figures.append(g_phase(device, "tiny", 8, repeats, "2c", shared_masks=True, goal=None))
     if "3" in only:
         say("\n[3] Memory: N = 4096 against N = 256 at the same chunk size")
         figures.append(memory(device))
     if "4" in only:
         say("\n[4] Against the one-mask-per-pass loop of the reference demo")
-        figures.append(against_reference(device, "resnet18", 64, 2, 16, 32, 2, "4a"))
-        figures.append(against_reference(device, "tiny", 32, 4, 128, 64, 2, "4b"))
+        figures.append(against_reference(device, "resnet18", 64, 2, 16, 32, repeats, "4a"))
+        figures.append(against_reference(device, "tiny", 32, 4, 128, 64, repeats, "4b"))
     if "5" in only:
         say("\n[5] A VAPL training step against a Baseline step")
         figures += training_steps(device, paper_forward_ms=paper_forward_ms)
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default=",".join(FIGURES), help="figures to run, e.g. 1,4")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per timing")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds per timing")
     parser.add_argument(
         "--threads",
         type=int,
@@ -68,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown figure(s) {sorted(unknown)}; choose from {', '.join(FIGURES)}")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

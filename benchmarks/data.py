@@ -52,9 +52,9 @@ class StandInCache(Dataset):
         return len(self.labels)
 
     def __getitem__(self, row: int) -> dict[str, Any]:
-        image = torch.from_numpy(np.asarray(self.arrays["images"][row], dtype=np.float32))
-        explanation = torch.from_numpy(np.asarray(self.arrays["explanations"][row]) > 0)
-        body = torch.from_numpy(np.asarray(self.arrays["body"][row]) > 0)
+        image = torch.from_numpy(np.array(self.arrays["images"][row], dtype=np.float32))
+        explanation = torch.from_numpy(np.array(self.arrays["explanations"][row]) > 0)
+        body = torch.from_numpy(np.array(self.arrays["body"][row]) > 0)
         generator = torch.Generator().manual_seed(1_000_003 + row)
         kept = simulate_incomplete(explanation, 0.5, 1, generator)
         return {

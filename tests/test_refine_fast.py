@@ -144,11 +144,17 @@ class _Spy(torch.nn.Module):
 def test_chunks_run_across_samples_in_inference_mode_and_channels_last():
     spy = _Spy(_MeanModel())
     probs = score_masks(
-        spy, torch.rand(3, 1, 8, 8), _prompts(3, 8), [1, 2, 3], MaskSampler(10, 0.5), chunk_size=8
+        spy, torch.rand(3, 2, 8, 8), _prompts(3, 8), [1, 2, 3], MaskSampler(10, 0.5), chunk_size=8
     )
     assert [c["size"] for c in spy.calls] == [8, 8, 8, 6]  # 30 (sample, mask) pairs, batched
     assert all(c["inference"] and c["channels_last"] for c in spy.calls)
     assert not probs.is_inference() and probs.shape == (3, 10, 2)
+    nchw = _Spy(_MeanModel())
+    again = PromptRefiner(10, 0.5, chunk_size=8, channels_last=False).score(
+        nchw, torch.rand(3, 2, 8, 8), _prompts(3, 8), [1, 2, 3]
+    )
+    assert all(c["inputs"].is_contiguous() and not c["channels_last"] for c in nchw.calls)
+    assert again.shape == probs.shape
 
 
 def test_bf16_autocast_is_honoured_and_changes_nothing_else():

@@ -104,14 +104,16 @@ def score_masks(
     sampler: MaskSampler,
     chunk_size: int = 64,
     autocast: bool = False,
+    channels_last: bool = True,
 ) -> torch.Tensor:
     """Class probabilities of the model on every masked image: ``softmax f_m(I * M_i)``, [B, N, K].
 
     Inference mode; the model is called on at most ``chunk_size`` masked images at a time, taken
-    as (sample, mask) pairs across the batch and written in place into one channels-last buffer.
-    Samples with equal seeds share their draws, generated once. ``autocast=True`` runs the model
-    under bf16 autocast on the images' device (the probabilities stay float32). The model should be
-    in eval mode (the caller's job: scoring must not update batch-norm statistics).
+    as (sample, mask) pairs across the batch and written in place into one buffer, channels-last
+    unless ``channels_last=False``. Samples with equal seeds share their draws, generated once.
+    ``autocast=True`` runs the model under bf16 autocast on the images' device (the probabilities
+    stay float32). The model should be in eval mode (the caller's job: scoring must not update
+    batch-norm statistics).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -135,7 +137,11 @@ def score_masks(
             (min(chunk_size, len(images) * n_masks), *images.shape[1:]),
             dtype=images.dtype,
             device=device,
-            memory_format=torch.channels_last if images.ndim == 4 else torch.contiguous_format,
+            memory_format=(
+                torch.channels_last
+                if channels_last and images.ndim == 4
+                else torch.contiguous_format
+            ),
         )
         probs: torch.Tensor | None = None
         for chunk in _pieces([len(rows) for _, rows in groups], n_masks, chunk_size):
@@ -293,7 +299,8 @@ class PromptRefiner(nn.Module):
 
     Holds g (when learned) and the mask sampler; the prompted model is passed in at each call.
     ``balanced=True`` draws balanced masks (see :mod:`vapl.masks`); ``autocast=True`` scores under
-    bf16 autocast (for GPUs; the refined prompt is still float32).
+    bf16 autocast (GPUs, and CPUs with AMX; the refined prompt is still float32);
+    ``channels_last=False`` scores NCHW images (faster for some models, see docs/performance.md).
     """
 
     def __init__(
@@ -305,12 +312,14 @@ class PromptRefiner(nn.Module):
         weight_fn: MonotoneWeight | None = None,
         balanced: bool = False,
         autocast: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
         self.sampler = MaskSampler(n_masks, p, cell_size, balanced)
         self.chunk_size = chunk_size
         self.weight_fn = weight_fn
         self.autocast = autocast
+        self.channels_last = channels_last
 
     def weights(self, scores: torch.Tensor) -> torch.Tensor:
         """g(s) for scores [B, N] (identity without a learned g: eq. 1)."""
@@ -325,7 +334,14 @@ class PromptRefiner(nn.Module):
     ) -> torch.Tensor:
         """Probabilities [B, N, K] of ``model`` on the masked images (no autograd)."""
         return score_masks(
-            model, images, prompts, seeds, self.sampler, self.chunk_size, self.autocast
+            model,
+            images,
+            prompts,
+            seeds,
+            self.sampler,
+            self.chunk_size,
+            self.autocast,
+            self.channels_last,
         )
 
     @staticmethod

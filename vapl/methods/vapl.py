@@ -31,7 +31,8 @@ class VAPL(MethodModule):
     Refinement speed and noise (docs/performance.md): ``balanced_masks`` switches each undecided
     pixel on in exactly ``round(p N)`` masks; ``shared_masks`` draws one set of masks per epoch for
     all samples (each still applies its own prompt) instead of one per sample; ``autocast`` scores
-    the masked images under bf16 autocast (GPU).
+    the masked images under bf16 autocast (GPU, or CPU with AMX); ``channels_last=False`` scores
+    them in NCHW layout.
     """
 
     heads = ("prompted", "unprompted")
@@ -64,6 +65,7 @@ class VAPL(MethodModule):
         balanced_masks: bool = False,
         shared_masks: bool = False,
         autocast: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(num_classes, in_channels, backbone, backbone_weights, lr, weight_decay)
         self.save_hyperparameters()
@@ -76,7 +78,7 @@ class VAPL(MethodModule):
         self.learns_weights = use_refinement and use_weight_fn and g_steps > 0
         weight_fn = MonotoneWeight(hidden=g_hidden) if use_refinement and use_weight_fn else None
         self.refiner = PromptRefiner(
-            n_masks, p, cell_size, chunk_size, weight_fn, balanced_masks, autocast
+            n_masks, p, cell_size, chunk_size, weight_fn, balanced_masks, autocast, channels_last
         )
         self.cycle_position = (
             0  # batches since training began, modulo nothing: saved in checkpoints
