@@ -42,11 +42,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_of(
+def rounds(
     functions: dict[str, Callable[[], object]], repeats: int, device: torch.device
-) -> dict[str, float]:
-    """Seconds per call of each function: one warm-up each, then ``repeats`` rounds that call the
-    functions in turn (so load from other processes hits all of them alike), minimum per function."""
+) -> dict[str, list[float]]:
+    """Seconds of each call: one warm-up each, then ``repeats`` rounds that call the functions in
+    turn, so that load from other processes hits all of them alike."""
     for fn in functions.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in functions}
@@ -57,7 +57,15 @@ def best_of(
             fn()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
-    return {name: min(values) for name, values in times.items()}
+    return times
+
+
+def round_ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """The median over rounds of ``numerator / denominator`` timed side by side in each round:
+    steadier than a ratio of minima when the machine's load comes and goes."""
+    ratios = sorted(a / b for a, b in zip(times[numerator], times[denominator]))
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
 
 
 def machine() -> str:

@@ -13,7 +13,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Figure, best_of, one_mask_per_pass, prompted_batch, say
+from benchmarks.common import (
+    Figure,
+    one_mask_per_pass,
+    prompted_batch,
+    round_ratio,
+    rounds,
+    say,
+)
 from datamodules.synthetic import make_synthetic_split
 from vapl.backbones import build_backbone
 from vapl.refine import MonotoneWeight, PromptRefiner, sample_seed
@@ -70,37 +77,39 @@ def overhead(
             for seed in seeds:
                 refiner.sampler.draws(tuple(prompts.shape[1:]), seed, device).take(0, n_masks)
 
-    times = best_of(
+    # Each refinement right before the bare passes in the same layout, so the pair sees one load.
+    timed = rounds(
         {
             "refine, channels-last": lambda: refine(refiner, seeds),
+            "bare, channels-last": lambda: bare(masked_last),
             "refine, NCHW": lambda: refine(nchw, seeds),
+            "bare, NCHW": lambda: bare(masked),
             "refine, one draw for the batch": lambda: refine(shared, [seeds[0]] * batch),
             "refine, bf16 autocast": lambda: refine(bf16, seeds),
-            "bare, channels-last": lambda: bare(masked_last),
-            "bare, NCHW": lambda: bare(masked),
             "mask draws alone": draws,
         },
         repeats,
         device,
     )
-    limit = min(times["bare, channels-last"], times["bare, NCHW"])
-    best = min(times["refine, channels-last"], times["refine, NCHW"])
-    ratio = best / limit
+    times = {name: min(values) for name, values in timed.items()}
+    layout = "channels-last" if times["bare, channels-last"] <= times["bare, NCHW"] else "NCHW"
+    same_format = {
+        name: round_ratio(timed, f"refine, {name}", f"bare, {name}")
+        for name in ("channels-last", "NCHW")
+    }
+    ratio = same_format[layout]
+    best = times[f"refine, {layout}"]
     images_scored = batch * n_masks
     say(f"  {backbone} {size}x{size}, B={batch}, N={n_masks}, chunk {chunk}:")
     for name, seconds in times.items():
         say(f"    {name:<32} {seconds:8.3f} s  {1e3 * seconds / images_scored:8.3f} ms/image")
-    same_format = {
-        layout: times[f"refine, {layout}"] / times[f"bare, {layout}"]
-        for layout in ("channels-last", "NCHW")
-    }
     say(
-        f"    overhead over the bare passes (best layout each): {ratio:.3f}; in the same layout: "
-        + ", ".join(f"{layout} {value:.3f}" for layout, value in same_format.items())
+        f"    overhead over the bare passes in the faster layout ({layout}): {ratio:.3f} "
+        "(median over rounds); in each layout: "
+        + ", ".join(f"{name} {value:.3f}" for name, value in same_format.items())
     )
-    say(
-        f"    bf16 autocast refinement against the bare fp32 passes: {times['refine, bf16 autocast'] / limit:.3f}"
-    )
+    autocast_ratio = round_ratio(timed, "refine, bf16 autocast", f"bare, {layout}")
+    say(f"    bf16 autocast refinement against the bare fp32 passes: {autocast_ratio:.3f}")
     return Figure(
         key,
         f"refinement / bare forwards, {backbone} {size}px",
@@ -109,6 +118,7 @@ def overhead(
         None if goal is None else ratio <= goal,
         {
             "seconds": times,
+            "layout": layout,
             "images": images_scored,
             "refine_ms_per_image": 1e3 * best / images_scored,
             "same_layout": same_format,
@@ -195,20 +205,22 @@ def against_reference(
             model, images, prompts, seeds, labels, refiner.sampler, refiner.weight_fn
         )
 
-    times = best_of(
+    timed = rounds(
         {"one mask per pass": reference, "engine": engine, "engine, bf16 autocast": engine_bf16},
         repeats,
         device,
     )
+    times = {name: min(values) for name, values in timed.items()}
     difference = (results["engine"] - results["reference"]).abs().max().item()
-    ratio = times["one mask per pass"] / times["engine"]
+    ratio = round_ratio(timed, "one mask per pass", "engine")
     say(f"  {backbone} {size}x{size}, B={batch}, N={n_masks}, chunk {chunk}:")
     for name, seconds in times.items():
         say(f"    {name:<24} {seconds:8.3f} s")
     say(f"    speed-up {ratio:.2f}, largest difference of the refined prompts {difference:.1e}")
     bf16_difference = (results["engine, bf16 autocast"] - results["reference"]).abs().max().item()
     say(
-        f"    bf16 autocast: speed-up {times['one mask per pass'] / times['engine, bf16 autocast']:.2f},"
+        f"    bf16 autocast: speed-up "
+        f"{round_ratio(timed, 'one mask per pass', 'engine, bf16 autocast'):.2f},"
         f" largest difference {bf16_difference:.1e} (not equal: reported only)"
     )
     return Figure(

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 
-from benchmarks.common import Figure, best_of, say, synchronize
+from benchmarks.common import Figure, round_ratio, rounds, say, synchronize
 from datamodules.synthetic import SyntheticDataModule, make_synthetic_split
 from vapl.losses import activation_distance
 from vapl.methods import VAPL, Baseline
@@ -78,7 +78,7 @@ def g_phase(
         model._score_cache.clear()
         _g_update(model, batch, optimizer)
 
-    times = best_of(
+    timed = rounds(
         {
             "G step that rescores": rescoring_step,
             "G step, cached scores": lambda: _g_update(model, batch, optimizer),
@@ -86,7 +86,8 @@ def g_phase(
         repeats,
         device,
     )
-    ratio = times["G step that rescores"] / times["G step, cached scores"]
+    times = {name: min(values) for name, values in timed.items()}
+    ratio = round_ratio(timed, "G step that rescores", "G step, cached scores")
     draws = "one draw for the batch" if shared_masks else "a draw per sample"
     say(f"  {backbone} {size}x{size}, B={batch_size}, N={n_masks}, {draws}:")
     for name, seconds in times.items():
