@@ -41,7 +41,7 @@ def run(only: set[str], device: torch.device, repeats: int) -> list[Figure]:
         figures.append(against_reference(device, "tiny", 32, 4, 128, 64, repeats, "4b"))
     if "5" in only:
         say("\n[5] A VAPL training step against a Baseline step")
-        figures += training_steps(device, paper_forward_ms=paper_forward_ms)
+        figures += training_steps(device, repeats=3, paper_forward_ms=paper_forward_ms)
     if "6" in only:
         say("\n[6] Data: loader samples/s against training samples/s")
         figures.append(data_throughput(device))

@@ -122,13 +122,14 @@ def score_masks(
     if len(groups) == 0:
         raise ValueError("score_masks needs at least one sample")
     shape = (prompts.shape[-2], prompts.shape[-1])
+    layout = torch.channels_last if channels_last and images.ndim == 4 else torch.contiguous_format
     with torch.inference_mode():
         fixed, varying = _inputs(images, prompts)
         per_group = [
             (
                 torch.tensor(rows, device=device),
-                fixed[rows],
-                varying[rows],
+                fixed[rows].contiguous(memory_format=layout),  # the buffer's layout: a plain
+                varying[rows].contiguous(memory_format=layout),  # elementwise write
                 sampler.draws(shape, seed, device),
             )
             for seed, rows in groups
@@ -137,11 +138,7 @@ def score_masks(
             (min(chunk_size, len(images) * n_masks), *images.shape[1:]),
             dtype=images.dtype,
             device=device,
-            memory_format=(
-                torch.channels_last
-                if channels_last and images.ndim == 4
-                else torch.contiguous_format
-            ),
+            memory_format=layout,
         )
         probs: torch.Tensor | None = None
         for chunk in _pieces([len(rows) for _, rows in groups], n_masks, chunk_size):
