@@ -289,16 +289,24 @@ def balanced_error(
     say("    N      i.i.d.   balanced")
     for n, e_iid, e_bal in zip(n_values, errors["iid"], errors["balanced"]):
         say(f"    {n:<6} {e_iid:.4f}   {e_bal:.4f}")
-    # Masks needed for a given error: fit log(error) = a + b log(N) for each sampler.
+    # Masks needed for a given error: fit log(error) = a + b log(N) for each sampler, and read
+    # the fits at the errors i.i.d. masks reach at the smallest and the largest N measured.
     fits = {name: _loglog_fit(n_values, values) for name, values in errors.items()}
-    target = errors["iid"][-1]  # the error i.i.d. masks reach at the largest N measured
-    needed = {name: math.exp((math.log(target) - a) / b) for name, (a, b) in fits.items()}
-    ratio = needed["iid"] / needed["balanced"]
     say(
-        f"    fits error ~ N^b: i.i.d. b={fits['iid'][1]:.2f}, balanced b={fits['balanced'][1]:.2f};"
-        f" for error {target:.4f} i.i.d. needs N={needed['iid']:.0f}, "
-        f"balanced N={needed['balanced']:.0f}: {ratio:.1f} times fewer"
+        f"    fits error ~ N^b: i.i.d. b={fits['iid'][1]:.2f}, balanced b={fits['balanced'][1]:.2f}"
     )
+    needed: dict[float, dict[str, float]] = {}
+    for target in (errors["iid"][0], errors["iid"][-1]):
+        needed[target] = {
+            name: math.exp((math.log(target) - a) / b) for name, (a, b) in fits.items()
+        }
+        say(
+            f"    for error {target:.4f}: i.i.d. needs N={needed[target]['iid']:.0f}, balanced "
+            f"N={needed[target]['balanced']:.0f}: "
+            f"{needed[target]['iid'] / needed[target]['balanced']:.1f} times fewer"
+        )
+    target = errors["iid"][-1]
+    ratio = needed[target]["iid"] / needed[target]["balanced"]
     return Figure(
         "7",
         "masks for equal error: i.i.d. / balanced",
