@@ -58,6 +58,8 @@ class MaskSampler:
             raise ValueError(f"p must be in (0, 1], got {p}")
         if cell_size < 1:
             raise ValueError(f"cell_size must be at least 1, got {cell_size}")
+        if balanced and n_masks >= 2**24:
+            raise ValueError(f"balanced masks take n_masks below 2^24, got {n_masks}")
         self.n_masks = n_masks
         self.p = p
         self.cell_size = cell_size
@@ -153,8 +155,8 @@ class DrawStream:
     def _restart(self) -> None:
         self._next_block = 0
         if self.sampler.balanced:  # how many of the remaining masks each cell must still be on in
-            self._owed = torch.full(
-                self.cells, self.sampler.k, dtype=torch.int64, device=self.device
+            self._owed = torch.full(  # float32: exact for whole numbers below 2^24
+                self.cells, float(self.sampler.k), dtype=torch.float32, device=self.device
             )
 
     def _block_range(self, index: int) -> tuple[int, int]:
@@ -183,12 +185,16 @@ class DrawStream:
             bits = self._random_bits(len(out), 16, generator)
             return torch.lt(bits, sampler.threshold - P_STEPS // 2, out=out)
         bits = self._random_bits(len(out), 32, generator).to(torch.int64) & 0xFFFFFFFF
+        remaining = torch.arange(
+            sampler.n_masks - start, sampler.n_masks - start - len(out), -1, device=self.device
+        )
+        # Mask j's ticket is uniform on [0, masks remaining) to within 2^-32.
+        tickets = ((bits * remaining.view(-1, 1, 1)) >> 32).to(torch.float32)
         for j in range(len(out)):
-            remaining = sampler.n_masks - (start + j)
-            ticket = (bits[j] * remaining) >> 32  # uniform on [0, remaining) to within 2^-32
-            on = ticket < self._owed  # probability owed / remaining: exactly k over all N
-            self._owed -= on.long()
-            out[j] = on
+            # On with probability owed / remaining: always when owed = remaining, never when
+            # owed = 0, so exactly k of the N masks whatever the tickets.
+            torch.lt(tickets[j], self._owed, out=out[j])
+            self._owed.sub_(out[j])
         return out
 
     def _block(self, index: int, out: torch.Tensor) -> torch.Tensor:
