@@ -18,7 +18,7 @@ from vapl.refine import MonotoneWeight, normalise_attention, sample_seed
 
 @dataclass
 class Figure:
-    """One measured figure: a ratio, its goal (``None``: reported only) and the numbers behind it."""
+    """One measured figure: a ratio, its goal (``None``: reported only), the numbers behind it."""
 
     key: str
     title: str

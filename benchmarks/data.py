@@ -26,7 +26,7 @@ from vapl.prompts import prompt_from_masks, simulate_incomplete
 
 
 class StandInCache(Dataset):
-    """Samples from memory-mapped arrays the way the medical datamodules' cached dataset serves them."""
+    """Samples from memory-mapped arrays, served the way the medical datamodules' cache is."""
 
     def __init__(self, directory: Path, rows: int, size: int, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
@@ -114,7 +114,8 @@ def data_throughput(device: torch.device, size: int = 64, batch: int = 16) -> Fi
     say(f"    loader {loaded:9.1f} samples/s")
     for name, rate in trained.items():
         say(
-            f"    {name:<8} training step {rate:9.1f} samples/s: loader {loaded / rate:.1f} x faster"
+            f"    {name:<8} training step {rate:9.1f} samples/s: "
+            f"loader {loaded / rate:.1f} x faster"
         )
     return Figure(
         "6",

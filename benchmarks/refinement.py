@@ -160,7 +160,8 @@ def memory(device: torch.device, size: int = 64, batch: int = 1, chunk: int = 64
     say(f"  tiny {size}x{size}, B={batch}, chunk {chunk}, with g and backward:")
     for n in (256, 4096):
         say(
-            f"    N={n:<5} peak growth {growth[n] / 1024:8.1f} MiB, peak {totals[n] / 1024:8.1f} MiB"
+            f"    N={n:<5} peak growth {growth[n] / 1024:8.1f} MiB, "
+            f"peak {totals[n] / 1024:8.1f} MiB"
         )
     say(f"    ratio of peak growth {ratio:.3f}, of whole peak {totals[4096] / totals[256]:.3f}")
     return Figure(

@@ -1,4 +1,4 @@
-"""Figures 2 and 5: the G phase's score cache, and whole VAPL training steps against Baseline steps."""
+"""Figures 2 and 5: the G phase's score cache, and VAPL training steps against Baseline steps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fast refinement paths against a plain one, the balanced sampler, reproducibility, autocast."""
+"""Fast refinement paths against a plain one; the balanced sampler; reproducibility; autocast."""
 
 from __future__ import annotations
 
