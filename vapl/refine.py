@@ -2,12 +2,16 @@
 
 Plain torch, no Lightning import. The pieces:
 
-* :class:`MaskSampler` draws the binary masks ``M_i`` of a prompt ``D`` (indispensable -> 1,
-  precluded -> 0, undecided -> 1 with probability ``p``), block by block from a generator seeded
-  by (seed, epoch, sample), so the same masks can be drawn again without ever holding all N.
-* :func:`score_masks` runs the prompted model on ``I * M_i`` without autograd, in chunks.
-* :func:`aggregate` computes ``sum_i w_i M_i`` chunk by chunk, with a backward pass that draws
-  the masks again instead of storing them: memory does not grow with N.
+* :class:`~vapl.masks.MaskSampler` (in :mod:`vapl.masks`) draws the binary masks ``M_i`` of a
+  prompt ``D`` from a seed, block by block, so the same masks can be drawn again without ever
+  holding all N. A mask is ``1[D = indispensable] + 1[D = undecided] * R_i`` with ``R_i`` a draw
+  that does not depend on the prompt: samples given the same seed share their draws.
+* :func:`score_masks` runs the prompted model on ``I * M_i`` in inference mode, chunks of
+  (sample, mask) pairs taken across the whole batch, channels-last, optionally under bf16
+  autocast.
+* :func:`aggregate` computes ``sum_i w_i M_i`` as one matrix product with the draws per chunk,
+  with a backward pass that draws the masks again instead of storing them: memory does not grow
+  with N.
 * :class:`MonotoneWeight` is g: positive weights, no biases, sigma(0) = 0.
 * :class:`PromptRefiner` puts them together and scales the result (see :func:`normalise_attention`).
 """
@@ -21,11 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vapl.prompts import INDISPENSABLE, UNDECIDED
+from vapl.masks import MASK_BLOCK, MaskSampler
 
-#: Masks are drawn in blocks of this many, each block from its own seeded generator, so the masks
-#: of a sample do not depend on the chunk size used to score them.
-MASK_BLOCK = 16
+__all__ = [
+    "MASK_BLOCK",
+    "MaskSampler",
+    "MonotoneWeight",
+    "PromptRefiner",
+    "aggregate",
+    "normalise_attention",
+    "sample_seed",
+    "score_masks",
+]
 
 
 def sample_seed(seed: int, epoch: int, sample_id: str) -> int:
@@ -34,61 +45,57 @@ def sample_seed(seed: int, epoch: int, sample_id: str) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7_919 + digest) % (2**63 - 1)
 
 
-class MaskSampler:
-    """Draws the N perturbed masks of a prompt, eq. 3's ``M_i``.
+def seed_groups(seeds: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """``(seed, rows)`` for each distinct seed, in order of first appearance: the rows that share
+    their masks' draws."""
+    rows: dict[int, list[int]] = {}
+    for row, seed in enumerate(seeds):
+        rows.setdefault(int(seed), []).append(row)
+    return list(rows.items())
 
-    ``cell_size`` k > 1 switches undecided cells of k by k pixels together instead of single
-    pixels (k = 1 is the paper).
+
+def _pieces(
+    group_sizes: Sequence[int], n_masks: int, chunk_size: int
+) -> Iterator[list[tuple[int, int, int, int, int]]]:
+    """Chunks of at most ``chunk_size`` (sample, mask) pairs over the whole batch.
+
+    The pairs of a group are ordered mask-major (mask 0 of each of its samples, then mask 1, ...),
+    groups one after the other. Each chunk is a list of ``(group, first mask, end mask, first row,
+    end row)`` rectangles of whole masks by a range of the group's rows.
     """
-
-    def __init__(self, n_masks: int, p: float, cell_size: int = 1) -> None:
-        if n_masks < 1:
-            raise ValueError(f"n_masks must be at least 1, got {n_masks}")
-        if not 0.0 < p <= 1.0:
-            raise ValueError(f"p must be in (0, 1], got {p}")
-        if cell_size < 1:
-            raise ValueError(f"cell_size must be at least 1, got {cell_size}")
-        self.n_masks = n_masks
-        self.p = p
-        self.cell_size = cell_size
-
-    def block(self, prompt: torch.Tensor, seed: int, index: int) -> torch.Tensor:
-        """Masks ``index * MASK_BLOCK`` up to the next block (or N), float [b, H, W] on the prompt's device."""
-        start = index * MASK_BLOCK
-        count = min(MASK_BLOCK, self.n_masks - start)
-        height, width = prompt.shape
-        k = self.cell_size
-        cells = (-(-height // k), -(-width // k))
-        generator = torch.Generator(device=prompt.device)
-        generator.manual_seed((seed + 104_729 * index) % (2**63 - 1))
-        draw = torch.rand((count, *cells), generator=generator, device=prompt.device) < self.p
-        if k > 1:
-            draw = draw.repeat_interleave(k, dim=1).repeat_interleave(k, dim=2)
-            draw = draw[:, :height, :width]
-        on = (prompt == INDISPENSABLE) | ((prompt == UNDECIDED) & draw)
-        return on.to(torch.float32)
-
-    def chunks(
-        self, prompt: torch.Tensor, seed: int, chunk_size: int
-    ) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Yield ``(slice of mask indices, masks [c, H, W])`` covering all N masks in order."""
-        blocks_per_chunk = max(1, chunk_size // MASK_BLOCK)
-        n_blocks = -(-self.n_masks // MASK_BLOCK)
-        for first in range(0, n_blocks, blocks_per_chunk):
-            parts = [
-                self.block(prompt, seed, b)
-                for b in range(first, min(first + blocks_per_chunk, n_blocks))
-            ]
-            masks = torch.cat(parts) if len(parts) > 1 else parts[0]
-            start = first * MASK_BLOCK
-            yield slice(start, start + masks.shape[0]), masks
-
-    def all_masks(self, prompt: torch.Tensor, seed: int) -> torch.Tensor:
-        """All N masks at once [N, H, W]: for tests and small N only."""
-        return torch.cat([m for _, m in self.chunks(prompt, seed, self.n_masks)])
+    chunk: list[tuple[int, int, int, int, int]] = []
+    room = chunk_size
+    for group, size in enumerate(group_sizes):
+        pair, total = 0, size * n_masks
+        while pair < total:
+            mask, row = divmod(pair, size)
+            if row == 0 and room >= size:  # whole masks: as many as fit
+                masks = min(room // size, n_masks - mask)
+                piece = (group, mask, mask + masks, 0, size)
+                taken = masks * size
+            else:  # part of one mask's rows, to finish it or to fill the chunk
+                taken = min(size - row, room)
+                piece = (group, mask, mask + 1, row, row + taken)
+            chunk.append(piece)
+            pair += taken
+            room -= taken
+            if room == 0:
+                yield chunk
+                chunk, room = [], chunk_size
+    if chunk:
+        yield chunk
 
 
-@torch.no_grad()
+def _inputs(images: torch.Tensor, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``I * 1[D = indispensable]`` and ``I * 1[D = undecided]`` [B, C, H, W]: a masked image is
+    ``first + second * R_i``, bit for bit ``I * M_i``."""
+    indispensable, undecided = MaskSampler.split_prompt(prompts)
+    return (
+        images * indispensable.to(images.dtype)[:, None],
+        images * undecided.to(images.dtype)[:, None],
+    )
+
+
 def score_masks(
     model: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
@@ -96,48 +103,125 @@ def score_masks(
     seeds: Sequence[int],
     sampler: MaskSampler,
     chunk_size: int = 64,
+    autocast: bool = False,
+    channels_last: bool = True,
 ) -> torch.Tensor:
     """Class probabilities of the model on every masked image: ``softmax f_m(I * M_i)``, [B, N, K].
 
-    No autograd; the model is called on at most ``chunk_size`` masked images at a time. The model
-    should be in eval mode (the caller's job: scoring must not update batch-norm statistics).
+    Inference mode; the model is called on at most ``chunk_size`` masked images at a time, taken
+    as (sample, mask) pairs across the batch and written in place into one buffer, channels-last
+    unless ``channels_last=False``. Samples with equal seeds share their draws, generated once.
+    ``autocast=True`` runs the model under bf16 autocast on the images' device (the probabilities
+    stay float32). The model should be in eval mode (the caller's job: scoring must not update
+    batch-norm statistics).
     """
-    rows = []
-    for image, prompt, seed in zip(images, prompts, seeds):
-        parts = []
-        for _, masks in sampler.chunks(prompt, seed, chunk_size):
-            logits = model(image.unsqueeze(0) * masks.unsqueeze(1).to(image.dtype))
-            parts.append(torch.softmax(logits.float(), dim=-1))
-        rows.append(torch.cat(parts))
-    return torch.stack(rows)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    n_masks, device = sampler.n_masks, images.device
+    groups = seed_groups(seeds)
+    if len(groups) == 0:
+        raise ValueError("score_masks needs at least one sample")
+    shape = (prompts.shape[-2], prompts.shape[-1])
+    layout = torch.channels_last if channels_last and images.ndim == 4 else torch.contiguous_format
+    with torch.inference_mode():
+        fixed, varying = _inputs(images, prompts)
+        per_group = [
+            (
+                torch.tensor(rows, device=device),
+                fixed[rows].contiguous(memory_format=layout),  # the buffer's layout: a plain
+                varying[rows].contiguous(memory_format=layout),  # elementwise write
+                sampler.draws(shape, seed, device),
+            )
+            for seed, rows in groups
+        ]
+        buffer = torch.empty(
+            (min(chunk_size, len(images) * n_masks), *images.shape[1:]),
+            dtype=images.dtype,
+            device=device,
+            memory_format=layout,
+        )
+        probs: torch.Tensor | None = None
+        for chunk in _pieces([len(rows) for _, rows in groups], n_masks, chunk_size):
+            filled, where_rows, where_masks = 0, [], []
+            for group, first, end, row0, row1 in chunk:
+                rows, fixed_g, varying_g, stream = per_group[group]
+                count = (end - first) * (row1 - row0)
+                target = buffer[filled : filled + count].view(
+                    end - first, row1 - row0, *images.shape[1:]
+                )
+                draw = stream.take(first, end).to(images.dtype)
+                draw = draw.reshape(end - first, 1, *([1] * (images.ndim - 3)), *shape)
+                torch.addcmul(
+                    fixed_g[None, row0:row1], varying_g[None, row0:row1], draw, out=target
+                )
+                where_rows.append(rows[row0:row1].repeat(end - first))
+                where_masks.append(
+                    torch.arange(first, end, device=device).repeat_interleave(row1 - row0)
+                )
+                filled += count
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                logits = model(buffer[:filled])
+            chunk_probs = torch.softmax(logits.float(), dim=-1)
+            if probs is None:
+                probs = torch.empty((len(images), n_masks, chunk_probs.shape[-1]), device=device)
+            probs[torch.cat(where_rows), torch.cat(where_masks)] = chunk_probs
+    assert probs is not None
+    return probs.clone()  # a normal tensor: inference tensors cannot be saved for backward
 
 
 class _ChunkedAggregate(torch.autograd.Function):
-    """``A_b = sum_i w_bi M_bi`` with masks drawn again in backward instead of stored."""
+    """``A_b = sum_i w_bi M_bi`` with the draws generated again in backward instead of stored.
+
+    With ``M_bi = U_b + V_b * R_i`` (``U``, ``V`` the indispensable and undecided indicators):
+    ``A_b = U_b * sum_i w_bi + V_b * (w_b @ R)``, one matrix product per chunk of draws for all
+    the samples that share them.
+    """
 
     @staticmethod
     def forward(ctx, weights, prompts, seeds, sampler, chunk_size):  # type: ignore[override]
-        out = torch.zeros(prompts.shape, dtype=weights.dtype, device=weights.device)
-        for b, (prompt, seed) in enumerate(zip(prompts, seeds)):
-            for index, masks in sampler.chunks(prompt, seed, chunk_size):
-                out[b] += torch.einsum("n,nhw->hw", weights[b, index], masks.to(weights.dtype))
+        fixed, varying = (m.to(weights.dtype) for m in MaskSampler.split_prompt(prompts))
+        height, width = prompts.shape[-2:]
+        out = fixed * weights.sum(dim=1).view(-1, 1, 1)
+        for seed, rows in seed_groups(seeds):
+            index = torch.tensor(rows, device=weights.device)
+            stream = sampler.draws((height, width), seed, weights.device)
+            total = torch.zeros((len(rows), height * width), dtype=weights.dtype, device=out.device)
+            group_weights = weights[index]
+            for start, stop in _mask_ranges(sampler.n_masks, chunk_size):
+                draw = stream.take(start, stop).to(weights.dtype).reshape(stop - start, -1)
+                total.addmm_(group_weights[:, start:stop], draw)
+            out[index] += varying[index] * total.view(-1, height, width)
         ctx.save_for_backward(prompts)
         ctx.seeds, ctx.sampler, ctx.chunk_size = seeds, sampler, chunk_size
-        ctx.weights_dtype = weights.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         (prompts,) = ctx.saved_tensors
-        grad_weights = torch.zeros(
-            (prompts.shape[0], ctx.sampler.n_masks), dtype=grad_out.dtype, device=grad_out.device
-        )
-        for b, (prompt, seed) in enumerate(zip(prompts, ctx.seeds)):
-            for index, masks in ctx.sampler.chunks(prompt, seed, ctx.chunk_size):
-                grad_weights[b, index] = torch.einsum(
-                    "hw,nhw->n", grad_out[b], masks.to(grad_out.dtype)
-                )
+        sampler = ctx.sampler
+        fixed, varying = (m.to(grad_out.dtype) for m in MaskSampler.split_prompt(prompts))
+        height, width = prompts.shape[-2:]
+        grad_fixed = (grad_out * fixed).sum(dim=(1, 2))
+        grad_varying = (grad_out * varying).view(len(prompts), -1)
+        grad_weights = grad_fixed[:, None].repeat(1, sampler.n_masks)
+        for seed, rows in seed_groups(ctx.seeds):
+            index = torch.tensor(rows, device=grad_out.device)
+            stream = sampler.draws((height, width), seed, grad_out.device)
+            group_grad = grad_varying[index]
+            part = torch.empty(
+                (len(rows), sampler.n_masks), dtype=grad_out.dtype, device=grad_out.device
+            )
+            for start, stop in _mask_ranges(sampler.n_masks, ctx.chunk_size):
+                draw = stream.take(start, stop).to(grad_out.dtype).reshape(stop - start, -1)
+                part[:, start:stop] = group_grad @ draw.t()
+            grad_weights[index] += part
         return grad_weights, None, None, None, None
+
+
+def _mask_ranges(n_masks: int, chunk_size: int) -> Iterator[tuple[int, int]]:
+    step = max(1, chunk_size)
+    for start in range(0, n_masks, step):
+        yield start, min(start + step, n_masks)
 
 
 def aggregate(
@@ -149,10 +233,13 @@ def aggregate(
 ) -> torch.Tensor:
     """Eq. 3: ``A = 1 / (N p) * sum_i w_i M_i`` for weights [B, N] and prompts [B, H, W].
 
-    Differentiable in ``weights`` with memory that does not depend on N.
+    Balanced masks divide by their exact count ``k`` instead of ``N p``. Differentiable in
+    ``weights`` with memory that does not depend on N.
     """
-    total = _ChunkedAggregate.apply(weights, prompts, tuple(seeds), sampler, chunk_size)
-    return total / (sampler.n_masks * sampler.p)
+    total = _ChunkedAggregate.apply(
+        weights, prompts, tuple(int(s) for s in seeds), sampler, chunk_size
+    )
+    return total / sampler.normaliser
 
 
 def normalise_attention(attention: torch.Tensor) -> torch.Tensor:
@@ -208,6 +295,9 @@ class PromptRefiner(nn.Module):
     """Turns prompts into refined prompts ``A`` in [0, 1] (eq. 3, or eq. 1 with ``weight_fn=None``).
 
     Holds g (when learned) and the mask sampler; the prompted model is passed in at each call.
+    ``balanced=True`` draws balanced masks (see :mod:`vapl.masks`); ``autocast=True`` scores under
+    bf16 autocast (GPUs, and CPUs with AMX; the refined prompt is still float32);
+    ``channels_last=False`` scores NCHW images (faster for some models, see docs/performance.md).
     """
 
     def __init__(
@@ -217,11 +307,16 @@ class PromptRefiner(nn.Module):
         cell_size: int = 1,
         chunk_size: int = 64,
         weight_fn: MonotoneWeight | None = None,
+        balanced: bool = False,
+        autocast: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__()
-        self.sampler = MaskSampler(n_masks, p, cell_size)
+        self.sampler = MaskSampler(n_masks, p, cell_size, balanced)
         self.chunk_size = chunk_size
         self.weight_fn = weight_fn
+        self.autocast = autocast
+        self.channels_last = channels_last
 
     def weights(self, scores: torch.Tensor) -> torch.Tensor:
         """g(s) for scores [B, N] (identity without a learned g: eq. 1)."""
@@ -235,7 +330,16 @@ class PromptRefiner(nn.Module):
         seeds: Sequence[int],
     ) -> torch.Tensor:
         """Probabilities [B, N, K] of ``model`` on the masked images (no autograd)."""
-        return score_masks(model, images, prompts, seeds, self.sampler, self.chunk_size)
+        return score_masks(
+            model,
+            images,
+            prompts,
+            seeds,
+            self.sampler,
+            self.chunk_size,
+            self.autocast,
+            self.channels_last,
+        )
 
     @staticmethod
     def target_scores(probs: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:

@@ -27,6 +27,12 @@ class VAPL(MethodModule):
     Ablations: ``use_refinement=False`` is VAPL-1 (f_m sees ``I * 1[D != precluded]``),
     ``use_param_loss=False`` VAPL-2, ``use_activ_loss=False`` VAPL-3, ``use_weight_fn=False``
     VAPL-4 (g is the identity, eq. 1, and there is no G phase).
+
+    Refinement speed and noise (docs/performance.md): ``balanced_masks`` switches each undecided
+    pixel on in exactly ``round(p N)`` masks; ``shared_masks`` draws one set of masks per epoch for
+    all samples (each still applies its own prompt) instead of one per sample; ``autocast`` scores
+    the masked images under bf16 autocast (GPU, or CPU with AMX); ``channels_last=False`` scores
+    them in NCHW layout.
     """
 
     heads = ("prompted", "unprompted")
@@ -56,6 +62,10 @@ class VAPL(MethodModule):
         use_param_loss: bool = True,
         use_activ_loss: bool = True,
         use_weight_fn: bool = True,
+        balanced_masks: bool = False,
+        shared_masks: bool = False,
+        autocast: bool = False,
+        channels_last: bool = True,
         explanation_metrics: bool = True,
     ) -> None:
         super().__init__(
@@ -76,7 +86,9 @@ class VAPL(MethodModule):
         self.unprompted_model = copy.deepcopy(self.prompted_model)
         self.learns_weights = use_refinement and use_weight_fn and g_steps > 0
         weight_fn = MonotoneWeight(hidden=g_hidden) if use_refinement and use_weight_fn else None
-        self.refiner = PromptRefiner(n_masks, p, cell_size, chunk_size, weight_fn)
+        self.refiner = PromptRefiner(
+            n_masks, p, cell_size, chunk_size, weight_fn, balanced_masks, autocast, channels_last
+        )
         self.cycle_position = (
             0  # batches since training began, modulo nothing: saved in checkpoints
         )
@@ -100,6 +112,8 @@ class VAPL(MethodModule):
 
     # ----- refinement -----------------------------------------------------------------------
     def _seeds(self, ids: list[str], epoch: int) -> list[int]:
+        if self.hparams.shared_masks:  # one draw per epoch, whatever the batch: still reproducible
+            return [sample_seed(self.hparams.mask_seed, epoch, "<shared>")] * len(ids)
         return [sample_seed(self.hparams.mask_seed, epoch, i) for i in ids]
 
     def _target_scores(
