@@ -163,3 +163,20 @@ def test_f_o_starts_as_a_copy_of_f_m():
 def test_bad_phase_lengths_are_rejected():
     with pytest.raises(ValueError, match="f_steps"):
         _model(f_steps=0)
+
+
+def test_a_g_phase_longer_than_an_epoch_scores_each_sample_once():
+    # 16 samples / batch 8 = 2 batches an epoch; a G phase of 4 batches sees every sample twice.
+    seed_everything(0)
+    model = _model(f_steps=1, g_steps=4)
+    scored_in_g: list[int] = []
+    original = model._target_scores
+
+    def counting(batch, rows, targets, epoch):
+        if model.phase == "G":
+            scored_in_g.append(len(rows))
+        return original(batch, rows, targets, epoch)
+
+    model._target_scores = counting
+    _trainer(max_steps=5).fit(model, datamodule=_data(n_train=16))
+    assert sum(scored_in_g) == 16

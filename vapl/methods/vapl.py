@@ -16,6 +16,8 @@ from vapl.refine import MonotoneWeight, PromptRefiner, sample_seed
 #: The epoch slot of the mask seed at validation, test and predict time: evaluation draws the same
 #: masks whatever epoch the model was saved at.
 EVAL_EPOCH = -1
+#: G phases seed their masks with this plus the cycle index, in place of the epoch.
+G_PHASE_SLOT = 1_000_000
 
 
 class VAPL(MethodModule):
@@ -158,16 +160,25 @@ class VAPL(MethodModule):
         refined = self.refiner.refine_from_scores(scores, prompts[rows], self._seeds(ids, epoch))
         return attention.index_put((rows,), refined.to(attention.dtype))
 
+    def _g_phase_slot(self) -> int:
+        """The seed slot of the current G phase's masks (in place of the epoch, see below)."""
+        hp = self.hparams
+        return G_PHASE_SLOT + self.cycle_position // (hp.f_steps + hp.g_steps)
+
     def _cached_scores(self, batch: dict[str, Any]) -> torch.Tensor:
-        """G phase: f_m is frozen, so each sample's scores are computed once per phase and epoch."""
+        """G phase: f_m is frozen, so each sample's scores are computed once per phase.
+
+        The masks of a G phase are seeded by the phase, not the epoch, so a phase that sees a
+        sample again (a phase longer than an epoch) reuses its scores.
+        """
         rows = torch.nonzero(batch["has_prompt"], as_tuple=True)[0]
-        epoch = self.current_epoch
-        keys = [(epoch, batch["id"][i]) for i in rows.tolist()]
+        slot = self._g_phase_slot()
+        keys = [(slot, batch["id"][i]) for i in rows.tolist()]
         missing = torch.tensor(
             [k not in self._score_cache for k in keys], dtype=torch.bool, device=rows.device
         )
         if bool(missing.any()):
-            fresh = self._target_scores(batch, rows[missing], batch["label"][rows[missing]], epoch)
+            fresh = self._target_scores(batch, rows[missing], batch["label"][rows[missing]], slot)
             for key, row in zip([k for k, m in zip(keys, missing.tolist()) if m], fresh):
                 self._score_cache[key] = row
         if not keys:
@@ -245,7 +256,7 @@ class VAPL(MethodModule):
         self.unprompted_model.eval()
         self.toggle_optimizer(optimizer)
         attention = self.refined_prompts(
-            batch, targets=batch["label"], epoch=self.current_epoch, scores=scores
+            batch, targets=batch["label"], epoch=self._g_phase_slot(), scores=scores
         )
         logits_m, features_m = self.prompted_model.forward_with_features(
             batch["image"] * attention[:, None]
