@@ -78,14 +78,16 @@ class VaplCLI(LightningCLI):
 def build_cli(args: ArgsType = None, run: bool = True) -> VaplCLI:
     """Parse ``args`` (default: the command line), build model, data and trainer, and run the
     subcommand; returns the CLI object, whose ``trainer``, ``model`` and ``datamodule`` tests read."""
-    argv = list(sys.argv[1:] if args is None else args)
+    resolved = resolve_config_args(list(sys.argv[1:] if args is None else args))
+    if args is None:  # LightningCLI reads the command line itself: give it the resolved one
+        sys.argv = [sys.argv[0], *resolved]
     return VaplCLI(
         MethodModule,
         PromptedDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         seed_everything_default=0,
-        args=resolve_config_args(argv),
+        args=None if args is None else resolved,
         run=run,
     )
 
@@ -97,7 +99,7 @@ def main(args: ArgsType = None) -> None:
         module, _, function = EXTRA_COMMANDS[argv[0]].partition(":")
         getattr(importlib.import_module(module), function)(argv[1:])
         return
-    build_cli(argv)
+    build_cli(args)
 
 
 if __name__ == "__main__":
