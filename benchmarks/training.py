@@ -27,7 +27,9 @@ def _g_update(model: VAPL, batch: dict[str, Any], optimizer: torch.optim.Optimiz
     with g, f_m on ``I * A``, the losses, backward into g and its optimizer step."""
     hp = model.hparams
     scores = model._cached_scores(batch)
-    attention = model.refined_prompts(batch, targets=batch["label"], epoch=0, scores=scores)
+    attention = model.refined_prompts(
+        batch, targets=batch["label"], epoch=model._g_phase_slot(), scores=scores
+    )
     logits_m, features_m = model.prompted_model.forward_with_features(
         batch["image"] * attention[:, None]
     )
@@ -71,8 +73,9 @@ def g_phase(
     model._score_cache.clear()
     with torch.no_grad():
         cached = model._cached_scores(batch)
-        from_cache = model.refined_prompts(batch, batch["label"], epoch=0, scores=cached)
-        rescored = model.refined_prompts(batch, batch["label"], epoch=0)
+        slot = model._g_phase_slot()  # a G phase seeds its masks by the phase
+        from_cache = model.refined_prompts(batch, batch["label"], epoch=slot, scores=cached)
+        rescored = model.refined_prompts(batch, batch["label"], epoch=slot)
     identical = torch.equal(from_cache, rescored)
 
     def rescoring_step() -> None:
