@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -81,8 +82,6 @@ def runs(tmp_path) -> Path:
     # an unfinished run (no test metrics) and a duplicate of seed 0 written earlier
     write_csv_run(root / "unfinished", BASELINE, 5, {})
     old = write_csv_run(root / "old-b0", BASELINE, 0, heads({"unprompted": _four(0.1)}))
-    import os
-
     os.utime(old / "metrics.csv", (1, 1))
     return root
 
@@ -133,6 +132,7 @@ def test_the_table_holds_mean_and_std_over_seeds_with_best_bold_and_second_under
 def test_a_wandb_offline_run_folder_is_read_like_a_csv_run(tmp_path, monkeypatch):
     import wandb
 
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "home"))
@@ -145,7 +145,7 @@ def test_a_wandb_offline_run_folder_is_read_like_a_csv_run(tmp_path, monkeypatch
     run.log({"val/unprompted/acc": 0.5, "test/unprompted/acc": 0.25, "test/unprompted/f1": 0.5})
     run.summary["best/val/unprompted/acc"] = 0.625
     run.finish()
-    assert "WANDB_MODE" not in __import__("os").environ
+    assert "WANDB_MODE" not in os.environ
     (result,) = collect_runs([tmp_path])
     assert (result.identity.method, result.identity.dataset, result.identity.seed) == (
         "GRADIA",
@@ -207,3 +207,32 @@ def test_the_benchmark_grid_skips_finished_runs_and_prints_one_command_per_job(t
     assert len(lines) == 3
     assert all("fit-test" in line and "run.yaml" in line for line in lines)
     assert (runs[0].folder / "run.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_a_benchmark_runs_the_grid_skips_what_finished_and_ends_with_the_report(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        GRID.format(output=tmp_path / "out")
+        .replace("seeds: [0, 1]", "seeds: [0]")
+        .replace("wandb: true", "wandb: false")
+    )
+    tiny = [
+        "--",
+        "--data.init_args.n_train=16",
+        "--data.init_args.n_val=8",
+        "--data.init_args.n_test=8",
+        "--data.init_args.image_size=16",
+        "--trainer.enable_progress_bar=false",
+    ]
+    benchmark_main(["--config", str(grid), "--fail-fast", *tiny])
+    markdown = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "| Baseline |" in markdown and "| VAPL-4 |" in markdown  # the ablation table
+    logs = sorted((tmp_path / "out").rglob("log.txt"))
+    assert len(logs) == 2
+    before = [p.stat().st_mtime for p in logs]
+    benchmark_main(["--config", str(grid), *tiny])  # everything finished: nothing runs again
+    assert [p.stat().st_mtime for p in logs] == before

@@ -108,3 +108,29 @@ def test_an_unreachable_server_means_offline_without_touching_the_environment(
         logger = WandbRunLogger(save_dir=str(tmp_path), probe_timeout=0.2)
     assert logger.mode == "offline" and logger._wandb_init["mode"] == "offline"
     assert "WANDB_MODE" not in os.environ
+
+
+def test_a_failing_wandb_start_falls_back_to_offline_then_to_disabled(tmp_path, monkeypatch):
+    import wandb
+
+    import vapl.loggers
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(vapl.loggers, "host_reachable", lambda host, timeout: True)
+    real_init, modes = wandb.init, []
+
+    def failing_init(**kwargs):
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] != "disabled":
+            raise TimeoutError("the service did not answer")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", failing_init)
+    logger = WandbRunLogger(save_dir=str(tmp_path), mode="online")
+    with pytest.warns(UserWarning, match="did not start"):
+        run = logger.experiment
+    assert modes == ["online", "offline", "disabled"]
+    assert logger.mode == "disabled"
+    logger.log_metrics({"val/acc": 0.5}, step=0)  # logging goes on, to nowhere
+    run.finish()
+    assert "WANDB_MODE" not in os.environ

@@ -60,6 +60,7 @@ class WandbDashboard(Callback):
         self.save_png = save_png
         self.best: dict[str, float] = {}
         self._batch: dict[str, Any] | None = None
+        self.log_dir = Path(".")
 
     # ----- state (best scores survive a resume) ---------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -67,6 +68,10 @@ class WandbDashboard(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = dict(state_dict.get("best", {}))
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # trainer.log_dir broadcasts under DDP: ask on every process, here, not on rank 0 only
+        self.log_dir = Path(trainer.log_dir or trainer.default_root_dir)
 
     @staticmethod
     def wandb_loggers(trainer: Trainer) -> list[WandbLogger]:
@@ -192,8 +197,7 @@ class WandbDashboard(Callback):
                 step=trainer.global_step,
             )
         if self.save_png or (self.save_png is None and not loggers):
-            folder = Path(trainer.log_dir or trainer.default_root_dir) / "panels"
-            save_panel_figure(folder / f"epoch{epoch:03d}.png", rows, captions)
+            save_panel_figure(self.log_dir / "panels" / f"epoch{epoch:03d}.png", rows, captions)
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -244,6 +248,10 @@ class RankConsistencyCheck(Callback):
     def __init__(self, tolerance: float = 0.0) -> None:
         self.tolerance = tolerance
         self.max_difference = 0.0
+        self.log_dir = Path(".")
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective: all ranks
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.world_size < 2:
@@ -254,9 +262,8 @@ class RankConsistencyCheck(Callback):
         largest = float(difference.max()) if difference.numel() else 0.0
         self.max_difference = max(self.max_difference, largest)
         if trainer.is_global_zero:
-            folder = Path(trainer.log_dir or trainer.default_root_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "rank_consistency.json").write_text(
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            (self.log_dir / "rank_consistency.json").write_text(
                 json.dumps(
                     {"world_size": trainer.world_size, "max_difference": self.max_difference}
                 )

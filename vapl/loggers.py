@@ -100,12 +100,14 @@ def host_reachable(host: str, timeout: float = 3.0) -> bool:
 
 class WandbRunLogger(WandbLogger):
     """Lightning's ``WandbLogger``, offline unless logged in, falling back to offline when the
-    network fails (see the module docstring). Other arguments are ``WandbLogger``'s."""
+    network fails (see the module docstring). ``project`` defaults to ``WANDB_PROJECT``, else
+    ``vapl``; ``entity`` to W&B's own default (``WANDB_ENTITY``). Other arguments are
+    ``WandbLogger``'s."""
 
     def __init__(
         self,
         save_dir: str = "runs",
-        project: str = "vapl",
+        project: str | None = None,
         name: str | None = None,
         group: str | None = None,
         tags: list[str] | None = None,
@@ -132,7 +134,7 @@ class WandbRunLogger(WandbLogger):
         super().__init__(
             name=name,
             save_dir=save_dir,
-            project=project,
+            project=project or os.environ.get("WANDB_PROJECT") or "vapl",
             id=id,
             log_model=log_model if resolved == "online" else False,
             prefix=prefix,
@@ -148,17 +150,23 @@ class WandbRunLogger(WandbLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
-        """The W&B run, started on first use; offline if an online start fails."""
+        """The W&B run, started on first use. If an online start fails the run is logged offline;
+        if an offline start fails too (say W&B's background service does not start on a loaded
+        machine), W&B is disabled for this run with a warning: training and the CSV log go on."""
         start = WandbLogger.experiment.fget  # type: ignore[attr-defined]
-        if self._experiment is None and self._wandb_init.get("mode") == "online":
+        while self._experiment is None:
+            mode = self._wandb_init.get("mode")
             try:
                 return start(self)
-            except Exception as error:  # noqa: BLE001 - any failure to reach W&B
-                rank_zero_warn(f"W&B: the online run did not start ({error}); logging offline.")
-                self._wandb_init["mode"] = self.mode = "offline"
+            except Exception as error:  # noqa: BLE001 - a W&B failure must not stop training
+                if mode == "disabled":
+                    raise
+                fallback = "offline" if mode == "online" else "disabled"
+                rank_zero_warn(f"W&B: the {mode} run did not start ({error}); W&B is {fallback}.")
+                self._wandb_init["mode"] = self.mode = fallback
                 self._log_model = False
                 self._experiment = None
-        return start(self)
+        return self._experiment
 
 
 # ----- filling names from the resolved CLI config -------------------------------------------------
