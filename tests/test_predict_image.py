@@ -158,3 +158,35 @@ def test_the_command_writes_predictions_a_figure_and_the_image_to_draw_on(
     np.testing.assert_array_equal(
         np.asarray(Image.open(out / "as_read.png")), np.asarray(Image.open(case["png"]))
     )
+
+
+def test_a_method_without_prompted_prediction_gives_its_single_prediction(tmp_path):
+    cli = build_cli(
+        [
+            "fit",
+            "--config",
+            "demo.yaml",
+            "--config",
+            "methods/baseline.yaml",
+            "--data.init_args.n_train=16",
+            "--data.init_args.n_val=8",
+            "--data.init_args.image_size=16",
+            "--data.init_args.batch_size=8",
+            "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    cli.trainer.save_checkpoint(tmp_path / "baseline.ckpt")
+    case = write_demo_case(tmp_path / "case", image_size=16)
+    result = predict_files(
+        tmp_path / "baseline.ckpt", case["png"], case["drawn_prompt"], mean=0.4, std=0.2
+    )
+    model, _ = load_method(tmp_path / "baseline.ckpt")
+    image = (read_scan(case["png"]) - 0.4) / 0.2
+    with torch.no_grad():
+        expected = torch.softmax(model(image[None]), dim=1)[0]
+    torch.testing.assert_close(result.unprompted_probs, expected)
+    assert result.prompted_probs is None and result.refined_prompt is None
+    assert result.as_dict()["with_prompt"] is None
+    assert set(result.cams) == {"unprompted"}

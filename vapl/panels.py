@@ -69,7 +69,7 @@ def panel_networks(
 
     A method with ``explanation_heads(batch, outputs)`` says it itself; otherwise VAPL-like
     modules show ``prompted`` (f_m on ``I * A``) and ``unprompted`` (f_o on ``I``), and modules
-    with one ``model`` show that model on ``I``.
+    with one ``model`` (the Baseline, the CAM family) show it as ``unprompted``, on ``I``.
     """
     images = batch["image"]
     if hasattr(module, "explanation_heads"):
@@ -81,10 +81,10 @@ def panel_networks(
     if isinstance(prompted, Classifier):
         seen = images if refined is None else images * refined[:, None]
         networks["prompted"] = (prompted, seen)
-    for name, attribute in (("unprompted", "unprompted_model"), ("model", "model")):
+    for attribute in ("unprompted_model", "model"):
         network = getattr(module, attribute, None)
-        if isinstance(network, Classifier):
-            networks[name] = (network, images)
+        if isinstance(network, Classifier) and "unprompted" not in networks:
+            networks["unprompted"] = (network, images)
     return networks
 
 
