@@ -130,6 +130,9 @@ class WandbRunLogger(WandbLogger):
                 "Upload it later with `wandb sync` (see docs/platform.md)."
             )
             resolved = "offline"
+        # Absolute: W&B's background service outlives a run and resolves relative folders
+        # against the directory it was started in, not the current one.
+        save_dir = str(Path(save_dir).absolute())
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         super().__init__(
             name=name,
