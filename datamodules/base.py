@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
@@ -59,26 +59,26 @@ class TensorSampleDataset(Dataset):
         return self.transform(sample) if self.transform is not None else sample
 
 
-class EpochSeededSampler(Sampler[int]):
+class EpochSeededSampler(DistributedSampler):
     """A random order that depends only on (seed, epoch): a resumed run sees the same batches.
 
-    Lightning calls :meth:`set_epoch` at the start of every epoch.
+    Lightning calls :meth:`set_epoch` at the start of every epoch. Under DDP, process ``rank`` of
+    ``num_replicas`` takes every ``num_replicas``-th index of that same order (padded by repeating
+    its start when the size does not divide), so its ``k``-th batch of ``b`` samples and the other
+    processes' ``k``-th batches together are the ``k``-th batch of ``num_replicas * b`` samples
+    of one process. Being a ``DistributedSampler``, Lightning uses it as it is under DDP.
     """
 
-    def __init__(self, size: int, seed: int = 0) -> None:
+    def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.size = size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.size
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.total_size > len(order) > 0:
+            order = (order * -(-self.total_size // len(order)))[: self.total_size]
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 class PromptedDataModule(LightningDataModule):
@@ -105,7 +105,11 @@ class PromptedDataModule(LightningDataModule):
         if split not in self.datasets:
             raise RuntimeError(f"{type(self).__name__} has no {split!r} split; was setup() run?")
         dataset = self.datasets[split]
-        sampler = EpochSeededSampler(len(dataset), self.seed) if shuffle else None
+        sampler = None
+        if shuffle:
+            trainer = getattr(self, "trainer", None)
+            replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+            sampler = EpochSeededSampler(len(dataset), self.seed, replicas, rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-BACKBONES = ("resnet18", "tiny")
+BACKBONES = ("resnet18", "tiny", "tiny_gn")
 
 
 class Classifier(nn.Module):
@@ -42,11 +42,15 @@ class Classifier(nn.Module):
         return self.fc(self.features(x))
 
 
-def _tiny_body(in_channels: int, width: int = 16) -> nn.Sequential:
+def _tiny_body(in_channels: int, width: int = 16, group_norm: bool = False) -> nn.Sequential:
+    """Three conv stages; ``group_norm`` swaps batch norm for group norm (4 groups), which
+    normalises each sample on its own: results then do not depend on how a batch is split
+    across DDP processes (exact multi-process tests on the CPU, where SyncBatchNorm is missing)."""
+
     def stage(cin: int, cout: int, pool: bool) -> list[nn.Module]:
         layers: list[nn.Module] = [
             nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
+            nn.GroupNorm(4, cout) if group_norm else nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
         ]
         return [*layers, nn.MaxPool2d(2)] if pool else layers
@@ -115,7 +119,8 @@ def build_backbone(
     in_channels: int = 3,
     weights: str | Path | None = None,
 ) -> Classifier:
-    """Build a backbone by name: ``resnet18`` (torchvision) or ``tiny`` (a three-stage CNN for tests).
+    """Build a backbone by name: ``resnet18`` (torchvision), ``tiny`` (a three-stage CNN for tests)
+    or ``tiny_gn`` (the same with group norm instead of batch norm).
 
     ``weights`` is a local file; nothing is downloaded. Random initialisation by default.
     """
@@ -124,8 +129,8 @@ def build_backbone(
         if weights is not None:
             _load_resnet18_weights(model, Path(weights), in_channels)
         return model
-    if name == "tiny":
-        model = Classifier(_tiny_body(in_channels), 64, num_classes)
+    if name in ("tiny", "tiny_gn"):
+        model = Classifier(_tiny_body(in_channels, group_norm=name == "tiny_gn"), 64, num_classes)
         if weights is not None:
             model.load_state_dict(torch.load(Path(weights), map_location="cpu", weights_only=True))
         return model

@@ -3,6 +3,11 @@
 ``vapl fit --config demo.yaml --config methods/baseline.yaml``: each ``--config`` that is not an
 existing file is looked up in the bundled ``configs/`` folder, so configs work from any directory,
 also when vapl is installed without its source tree. Configs compose left to right.
+
+vapl's own subcommands are dispatched before LightningCLI is built (:data:`EXTRA_COMMANDS`):
+``fit-test`` (fit, then test the best checkpoint in the same run), ``report`` (comparison tables
+from finished runs), ``benchmark`` (a grid of methods, data sets and seeds) and ``predict-image``
+(one image and a drawn prompt). ``vapl COMMAND --help`` describes each.
 """
 
 from __future__ import annotations
@@ -15,11 +20,19 @@ from pathlib import Path
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from datamodules.base import PromptedDataModule
+from vapl.callbacks import RunConfigSaver
+from vapl.loggers import fill_run_names
 from vapl.methods.base import MethodModule
 
 CONFIG_FLAGS = ("--config", "-c")
-# ``vapl NAME ...`` subcommands beside LightningCLI's: NAME -> "module:function(args)".
-EXTRA_COMMANDS = {"crayon": "vapl.crayon:main"}
+#: vapl's own subcommands beside LightningCLI's: name -> module with a ``main(argv)``.
+EXTRA_COMMANDS = {
+    "crayon": "vapl.crayon",
+    "fit-test": "vapl.fit_test",
+    "report": "vapl.report",
+    "benchmark": "vapl.benchmark",
+    "predict-image": "vapl.predict_image",
+}
 
 
 def bundled_config_dir() -> Path:
@@ -64,7 +77,12 @@ def resolve_config_args(args: list[str]) -> list[str]:
 
 
 class VaplCLI(LightningCLI):
-    """LightningCLI with the model's class count and input channels taken from the datamodule."""
+    """LightningCLI with the model's class count and input channels taken from the datamodule,
+    W&B runs named after method, data set and seed, and the full config logged to W&B."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("save_config_callback", RunConfigSaver)
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         parser.link_arguments(
@@ -73,6 +91,9 @@ class VaplCLI(LightningCLI):
         parser.link_arguments(
             "data.in_channels", "model.init_args.in_channels", apply_on="instantiate"
         )
+
+    def before_instantiate_classes(self) -> None:
+        fill_run_names(self.config[self.subcommand] if self.subcommand else self.config)
 
 
 def build_cli(args: ArgsType = None, run: bool = True) -> VaplCLI:
@@ -96,9 +117,10 @@ def main(args: ArgsType = None) -> None:
     """Entry point of the ``vapl`` console script; ``main([...])`` runs it in-process."""
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in EXTRA_COMMANDS:
-        module, _, function = EXTRA_COMMANDS[argv[0]].partition(":")
-        getattr(importlib.import_module(module), function)(argv[1:])
+        importlib.import_module(EXTRA_COMMANDS[argv[0]]).main(argv[1:])
         return
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"vapl's own subcommands: {', '.join(EXTRA_COMMANDS)} (vapl COMMAND --help)\n")
     build_cli(args)
 
 

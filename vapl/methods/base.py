@@ -88,11 +88,11 @@ class MethodModule(LightningModule):
             collection = self.metrics[f"{stage}_{head}"]
             if not any(m.update_count for m in collection.values()):
                 continue
-            values = collection.compute()
+            values = collection.compute()  # synced across DDP processes by torchmetrics
             for name, value in values.items():
-                self.log(f"{stage}/{head}/{name}", value)
+                self.log(f"{stage}/{head}/{name}", value, sync_dist=True)
                 if self.single_model and head == "unprompted":
-                    self.log(f"{stage}/{name}", value)
+                    self.log(f"{stage}/{name}", value, sync_dist=True)
             collection.reset()
         self._log_explanation_metrics(stage)
 
@@ -194,7 +194,13 @@ class Baseline(MethodModule):
     def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         logits = self.model(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=len(logits))
+        self.log(
+            f"{stage}/loss",
+            loss,
+            prog_bar=stage == "train",
+            batch_size=len(logits),
+            sync_dist=stage != "train",  # epoch means over all processes
+        )
         self.update_metrics(stage, "unprompted", logits.argmax(dim=1), batch["label"])
         return loss
 

@@ -306,7 +306,7 @@ class VAPL(MethodModule):
             probs = out[f"{head}_probs"]
             self.update_metrics(stage, head, probs.argmax(1), labels)
             loss = F.nll_loss(torch.log(probs.clamp_min(1e-12)), labels)
-            self.log(f"{stage}/{head}/loss", loss, batch_size=len(labels))
+            self.log(f"{stage}/{head}/loss", loss, batch_size=len(labels), sync_dist=True)
         return out
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:

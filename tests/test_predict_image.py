@@ -1,0 +1,192 @@
+"""Prompted prediction on one image: files (DICOM, NIfTI, drawn prompts) and the predictions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vapl.cli import build_cli
+from vapl.predict_image import load_method, main, predict_files, write_demo_case
+from vapl.prompts import PromptError, resize_prompt
+from vapl.scan_io import colour_prompt, read_drawn_prompt, read_nifti, read_scan, write_dicom
+
+
+def test_red_is_indispensable_yellow_precluded_and_everything_else_undecided():
+    pixels = [
+        (255, 0, 0, 255),  # red
+        (191, 64, 64, 255),  # red antialiased over gray
+        (255, 255, 0, 255),  # yellow
+        (255, 217, 0, 255),  # vapl's own overlay yellow
+        (128, 128, 128, 255),  # the image underneath
+        (255, 255, 255, 255),  # white
+        (255, 0, 0, 0),  # red on a hidden layer
+        (255, 140, 0, 255),  # dark orange: neither
+    ]
+    rgba = np.array([pixels], dtype=np.uint8)
+    assert colour_prompt(rgba).tolist() == [[1.0, 1.0, 0.0, 0.0, -1.0, -1.0, -1.0, -1.0]]
+
+
+def test_a_grayscale_png_uses_the_prompt_file_convention_and_sizes_must_match(tmp_path):
+    gray = np.array([[255, 0], [128, 7]], dtype=np.uint8)
+    Image.fromarray(gray).save(tmp_path / "p.png")
+    assert read_drawn_prompt(tmp_path / "p.png").tolist() == [[1.0, 0.0], [-1.0, -1.0]]
+    Image.fromarray(np.zeros((3, 4, 3), dtype=np.uint8)).save(tmp_path / "c.png")
+    with pytest.raises(PromptError, match=r"c.png: prompt is 3 x 4 pixels, the image 5 x 5"):
+        read_drawn_prompt(tmp_path / "c.png", shape=(5, 5))
+
+
+def test_dicom_values_go_through_rescale_and_window(tmp_path):
+    stored = np.array([[-1000, 0], [500, 3000]])
+    path = write_dicom(tmp_path / "a.dcm", stored, window=(0.0, 2000.0), slope=2.0, intercept=-24.0)
+    # HU = 2 * stored - 24; window 0 +- 1000 -> [0, 1]
+    expected = np.clip((2 * stored - 24 + 1000) / 2000, 0, 1)
+    np.testing.assert_allclose(read_scan(path)[0].numpy(), expected, rtol=0, atol=1e-6)
+    no_window = write_dicom(tmp_path / "b.dcm", stored)
+    np.testing.assert_allclose(
+        read_scan(no_window)[0].numpy(), (stored + 1000) / 4000, rtol=0, atol=1e-6
+    )
+    assert read_scan(path, channels=3).shape == (3, 2, 2)
+
+
+def test_a_nifti_slice_is_the_last_axis_shown_with_rows_along_the_second(tmp_path):
+    import nibabel
+
+    i, j, k = np.meshgrid(np.arange(3), np.arange(4), np.arange(5), indexing="ij")
+    volume = (100 * i + 10 * j + k).astype(np.float32)
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
+    image = read_nifti(tmp_path / "v.nii.gz", window=(150.0, 300.0), slice_index=1)
+    assert image.shape == (1, 4, 3)
+    expected = (volume[:, :, 1].T - 0.0) / 300.0
+    np.testing.assert_allclose(image[0].numpy(), expected, atol=1e-6)
+    middle = read_nifti(tmp_path / "v.nii.gz")  # slice 2, min..max
+    assert float(middle.min()) == 0.0 and float(middle.max()) == 1.0
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    cli = build_cli(
+        [
+            "fit",
+            "--config",
+            "demo.yaml",
+            "--data.init_args.n_train=16",
+            "--data.init_args.n_val=8",
+            "--data.init_args.image_size=16",
+            "--data.init_args.batch_size=8",
+            "--model.init_args.n_masks=8",
+            "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={folder}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    path = folder / "vapl.ckpt"
+    cli.trainer.save_checkpoint(path)
+    return path
+
+
+def test_prediction_on_a_dicom_file_and_a_drawn_colour_prompt(checkpoint, tmp_path):
+    case = write_demo_case(tmp_path / "case", image_size=32)
+    result = predict_files(checkpoint, case["dicom"], case["drawn_prompt"], mean=0.4, std=0.2)
+    # The same numbers by hand: the demo image back from its DICOM file, resized, and the model.
+    model, data_settings = load_method(checkpoint)
+    assert data_settings["image_size"] == 16
+    image = read_scan(case["dicom"])  # window (500, 5000) -> (x + 2) / 5
+    from datamodules.image_files import resize_bilinear
+
+    model_image = (resize_bilinear(image, (16, 16)) - 0.4) / 0.2
+    prompt = resize_prompt(torch.from_numpy(np.load(case["npy_prompt"])), (16, 16))
+    assert torch.equal(result.prompt, prompt)  # the colours read back as the original prompt
+    batch = {
+        "image": model_image[None],
+        "prompt": prompt[None],
+        "has_prompt": torch.tensor([True]),
+        "id": ["image"],
+    }
+    with torch.no_grad():
+        expected = model.predict_both(batch)
+    torch.testing.assert_close(result.prompted_probs, expected["prompted_probs"][0])
+    torch.testing.assert_close(result.unprompted_probs, expected["unprompted_probs"][0])
+    torch.testing.assert_close(result.refined_prompt, expected["refined_prompt"][0])
+    assert set(result.cams) == {"prompted", "unprompted"}
+    assert all(cam.shape == (16, 16) for cam in result.cams.values())
+
+    without = predict_files(checkpoint, case["dicom"], None, mean=0.4, std=0.2)
+    assert without.prompted_probs is None and without.refined_prompt is None
+    torch.testing.assert_close(without.unprompted_probs, result.unprompted_probs)
+
+
+def test_the_command_writes_predictions_a_figure_and_the_image_to_draw_on(
+    checkpoint, tmp_path, capsys
+):
+    case = write_demo_case(tmp_path / "case", image_size=16)
+    out = tmp_path / "out"
+    out.mkdir()
+    main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--image",
+            str(case["png"]),
+            "--prompt",
+            str(case["drawn_prompt"]),
+            "--classes",
+            "negative",
+            "positive",
+            "--mean",
+            "0.4",
+            "--std",
+            "0.2",
+            "--figure",
+            str(out / "figure.png"),
+            "--json",
+            str(out / "prediction.json"),
+            "--save-image",
+            str(out / "as_read.png"),
+        ]
+    )
+    summary = json.loads((out / "prediction.json").read_text())
+    assert summary["prompt_given"] is True
+    assert set(summary["with_prompt"]["probabilities"]) == {"negative", "positive"}
+    assert sum(summary["without_prompt"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert '"with_prompt"' in capsys.readouterr().out
+    assert Image.open(out / "figure.png").size[0] > 500
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(out / "as_read.png")), np.asarray(Image.open(case["png"]))
+    )
+
+
+def test_a_method_without_prompted_prediction_gives_its_single_prediction(tmp_path):
+    cli = build_cli(
+        [
+            "fit",
+            "--config",
+            "demo.yaml",
+            "--config",
+            "methods/baseline.yaml",
+            "--data.init_args.n_train=16",
+            "--data.init_args.n_val=8",
+            "--data.init_args.image_size=16",
+            "--data.init_args.batch_size=8",
+            "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    cli.trainer.save_checkpoint(tmp_path / "baseline.ckpt")
+    case = write_demo_case(tmp_path / "case", image_size=16)
+    result = predict_files(
+        tmp_path / "baseline.ckpt", case["png"], case["drawn_prompt"], mean=0.4, std=0.2
+    )
+    model, _ = load_method(tmp_path / "baseline.ckpt")
+    image = (read_scan(case["png"]) - 0.4) / 0.2
+    with torch.no_grad():
+        expected = torch.softmax(model(image[None]), dim=1)[0]
+    torch.testing.assert_close(result.unprompted_probs, expected)
+    assert result.prompted_probs is None and result.refined_prompt is None
+    assert result.as_dict()["with_prompt"] is None
+    assert set(result.cams) == {"unprompted"}

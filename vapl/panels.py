@@ -1,0 +1,171 @@
+"""Image panels of samples: image, prompt, refined prompt and the Grad-CAM of each model.
+
+Used by the W&B dashboard callback (every few validation epochs) and by prompted prediction on
+one image. Plain torch and numpy: no Lightning import.
+
+Grad-CAM comes from :mod:`vapl.saliency` when that module is available; otherwise from the small
+:func:`plain_grad_cam` below (the same map for a ``Classifier``: channel weights are the mean
+gradient of the class score over the last feature map). TODO(dedup): once ``vapl.saliency`` is
+merged everywhere, drop :func:`plain_grad_cam`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vapl.backbones import Classifier
+from vapl.visualize import _gray, prompt_overlay
+
+#: Smallest side of a panel tile in pixels: small images are enlarged (nearest) to be readable.
+MIN_TILE = 96
+
+
+def plain_grad_cam(
+    model: Classifier, images: torch.Tensor, targets: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Grad-CAM [B, h, w] of ``targets`` (default: the predicted class), ReLU'd, on the last stage."""
+    with torch.enable_grad():
+        feature_map = model.feature_map(images).detach().requires_grad_(True)
+        logits = model.fc(model.pool(feature_map))
+        if targets is None:
+            targets = logits.argmax(dim=1)
+        score = logits.gather(1, targets.view(-1, 1)).sum()
+        (gradient,) = torch.autograd.grad(score, feature_map)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * feature_map).sum(dim=1)).detach()
+
+
+def grad_cam_maps(model: Classifier, images: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of the predicted class, scaled to [0, 1] per image and resized to the images'
+    size, [B, H, W]. The model is put in eval mode for the call and restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            images = images.detach().clone()
+            try:
+                from vapl.saliency import grad_cam, normalize_cam, upsample_cam
+            except ImportError:
+                cam = plain_grad_cam(model, images)
+                cam = cam / cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
+                cam = F.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear")[:, 0]
+            else:
+                raw, _ = grad_cam(model, images, create_graph=False)
+                cam = upsample_cam(normalize_cam(raw.detach(), "relu"), images.shape[-2:])
+    finally:
+        model.train(was_training)
+    return cam.clamp(0, 1).detach()
+
+
+def panel_networks(
+    module: Any, batch: Mapping[str, Any], refined: torch.Tensor | None
+) -> dict[str, tuple[Classifier, torch.Tensor]]:
+    """``name -> (network, the images it sees)`` for a method's Grad-CAM tiles.
+
+    A method with ``explanation_heads(batch, outputs)`` says it itself; otherwise VAPL-like
+    modules show ``prompted`` (f_m on ``I * A``) and ``unprompted`` (f_o on ``I``), and modules
+    with one ``model`` (the Baseline, the CAM family) show it as ``unprompted``, on ``I``.
+    """
+    images = batch["image"]
+    if hasattr(module, "explanation_heads"):
+        outputs = {"refined_prompt": refined} if refined is not None else None
+        heads = module.explanation_heads(batch, outputs)
+        return {name: (net, imgs) for name, (net, imgs, *_) in heads.items()}
+    networks: dict[str, tuple[Classifier, torch.Tensor]] = {}
+    prompted = getattr(module, "prompted_model", None)
+    if isinstance(prompted, Classifier):
+        seen = images if refined is None else images * refined[:, None]
+        networks["prompted"] = (prompted, seen)
+    for attribute in ("unprompted_model", "model"):
+        network = getattr(module, attribute, None)
+        if isinstance(network, Classifier) and "unprompted" not in networks:
+            networks["unprompted"] = (network, images)
+    return networks
+
+
+def _heat(image: torch.Tensor, heat: torch.Tensor, colormap: str = "inferno") -> np.ndarray:
+    """RGB [H, W, 3]: a [0, 1] map in ``colormap`` blended over the image in gray."""
+    from matplotlib import colormaps
+
+    gray = _gray(image)[..., None]
+    colours = colormaps[colormap](heat.detach().float().cpu().clamp(0, 1).numpy())[..., :3]
+    return 0.45 * gray + 0.55 * colours
+
+
+def sample_tiles(
+    image: torch.Tensor,
+    prompt: torch.Tensor,
+    refined: torch.Tensor | None = None,
+    cams: Mapping[str, torch.Tensor] | None = None,
+) -> list[tuple[str, np.ndarray]]:
+    """``(title, RGB [H, W, 3] in [0, 1])`` tiles of one sample: image, prompt (indispensable
+    red, precluded yellow), refined prompt when given, and one Grad-CAM per model."""
+    gray = _gray(image)
+    tiles = [
+        ("image", np.repeat(gray[..., None], 3, axis=2)),
+        ("prompt", prompt_overlay(image, prompt)),
+    ]
+    if refined is not None:
+        tiles.append(("refined prompt", _heat(image, refined)))
+    for name, cam in (cams or {}).items():
+        tiles.append((f"Grad-CAM {name}", _heat(image, cam, "jet")))
+    return tiles
+
+
+def tile_strip(tiles: Sequence[tuple[str, np.ndarray]], min_size: int = MIN_TILE) -> np.ndarray:
+    """The tiles side by side as one uint8 RGB image, each enlarged by an integer factor to at
+    least ``min_size`` pixels high, with a 2-pixel white gap between them."""
+    height = tiles[0][1].shape[0]
+    factor = max(1, -(-min_size // height))
+    parts = []
+    for _, tile in tiles:
+        big = np.kron(tile, np.ones((factor, factor, 1)))
+        parts += [big, np.ones((big.shape[0], 2, 3))]
+    strip = np.concatenate(parts[:-1], axis=1)
+    return (np.clip(strip, 0, 1) * 255).round().astype(np.uint8)
+
+
+def save_panel_figure(
+    path: Any,
+    rows: Sequence[Sequence[tuple[str, np.ndarray]]],
+    row_titles: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Any:
+    """A matplotlib figure of tile rows (one row per sample, titled columns), saved as PNG."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(len(r) for r in rows)
+    figure, axes = plt.subplots(
+        len(rows), columns, figsize=(2.4 * columns, 2.5 * len(rows) + 0.4), squeeze=False
+    )
+    for i, row in enumerate(rows):
+        for j in range(columns):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row):
+                ax.axis("off")
+                continue
+            name, tile = row[j]
+            ax.imshow(tile, interpolation="nearest")
+            ax.set_title(name, fontsize=8)
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(row_titles[i], fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

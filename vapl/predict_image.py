@@ -1,0 +1,328 @@
+"""``vapl predict-image``: a trained checkpoint, one image and a drawn prompt -> predictions.
+
+    vapl predict-image --checkpoint model.ckpt --image scan.dcm --prompt drawn.png --figure out.png
+
+gives the prediction with the prompt (VAPL's prompted model on the refined prompt) and without it
+(the unprompted model), a JSON summary (``--json``), and a picture of the image, the prompt
+(indispensable red, precluded yellow), the refined prompt and each model's Grad-CAM. Without
+``--prompt`` both predictions are the unprompted one. Methods that do not take prompts at
+prediction time (the Baseline, the CAM family) give their single prediction.
+
+Images: DICOM, NIfTI (one slice), PNG, JPEG or NPY (:mod:`vapl.scan_io`). The image is prepared
+as the model's training data was: scaled to [0, 1] (DICOM/NIfTI through ``--window``), resized to
+the training ``image_size`` and normalised by ``(x - mean) / std``. ``image_size``, ``mean`` and
+``std`` come from the checkpoint's data settings when it has them (FolderDataModule), else from
+the flags. ``--save-image copy.png`` writes the image as read, to draw a prompt on in any paint
+program: red where the model must look, yellow where it must not (see docs/platform.md).
+
+From Python::
+
+    from vapl.predict_image import load_method, predict_files
+    result = predict_files("model.ckpt", "scan.dcm", "drawn.png")
+    result.prompted_probs, result.unprompted_probs, result.refined_prompt
+    result.save_figure("out.png")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vapl.methods.base import MethodModule
+from vapl.panels import grad_cam_maps, panel_networks, sample_tiles, save_panel_figure
+from vapl.prompts import empty_prompt, resize_prompt
+from vapl.scan_io import read_drawn_prompt, read_scan, write_dicom
+
+
+@dataclass
+class Preprocessing:
+    """How an image in [0, 1] becomes a model input: resize, then ``(x - mean) / std``."""
+
+    image_size: tuple[int, int] | None = None
+    mean: float | list[float] = 0.5
+    std: float | list[float] = 0.5
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        from datamodules.image_files import resize_bilinear
+
+        if self.image_size is not None:
+            image = resize_bilinear(image, self.image_size)
+        mean = torch.as_tensor(self.mean, dtype=image.dtype).reshape(-1, 1, 1)
+        std = torch.as_tensor(self.std, dtype=image.dtype).reshape(-1, 1, 1)
+        return (image - mean) / std
+
+
+def load_method(checkpoint: str | Path, map_location: str = "cpu") -> tuple[MethodModule, dict]:
+    """The method saved in ``checkpoint`` (its class is in the checkpoint's hyper-parameters), in
+    eval mode, and the data settings saved with it (empty if none)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    class_path = saved.get("hyper_parameters", {}).get("_class_path")
+    if not class_path:
+        raise ValueError(
+            f"{checkpoint}: no model class in the checkpoint; it was not written by the vapl command"
+        )
+    module_name, _, class_name = class_path.rpartition(".")
+    cls = getattr(import_module(module_name), class_name)
+    model = cls.load_from_checkpoint(checkpoint, map_location=map_location)
+    return model.eval(), dict(saved.get("datamodule_hyper_parameters") or {})
+
+
+def preprocessing_from(data_settings: dict, **overrides: Any) -> Preprocessing:
+    """Preprocessing from a checkpoint's data settings; ``overrides`` that are not None win."""
+    settings = {k: data_settings[k] for k in ("image_size", "mean", "std") if k in data_settings}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    size = settings.get("image_size")
+    if isinstance(size, int):
+        size = (size, size)
+    return Preprocessing(
+        image_size=tuple(size) if size is not None else None,
+        mean=settings.get("mean", 0.5),
+        std=settings.get("std", 0.5),
+    )
+
+
+@dataclass
+class PromptedPrediction:
+    """Class probabilities with and without the prompt, the refined prompt and the pictures."""
+
+    class_names: list[str]
+    unprompted_probs: torch.Tensor
+    prompted_probs: torch.Tensor | None
+    refined_prompt: torch.Tensor | None
+    image: torch.Tensor
+    prompt: torch.Tensor
+    has_prompt: bool
+    cams: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def _summary(self, probs: torch.Tensor | None) -> dict[str, Any] | None:
+        if probs is None:
+            return None
+        index = int(probs.argmax())
+        return {
+            "class": self.class_names[index],
+            "index": index,
+            "probabilities": {n: round(float(p), 6) for n, p in zip(self.class_names, probs)},
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "with_prompt": self._summary(self.prompted_probs),
+            "without_prompt": self._summary(self.unprompted_probs),
+            "prompt_given": self.has_prompt,
+        }
+
+    def save_figure(self, path: str | Path) -> Path:
+        tiles = sample_tiles(self.image, self.prompt, self.refined_prompt, self.cams)
+        parts = []
+        for name, probs in (
+            ("with prompt", self.prompted_probs),
+            ("without", self.unprompted_probs),
+        ):
+            if probs is not None:
+                index = int(probs.argmax())
+                parts.append(f"{name}: {self.class_names[index]} ({float(probs[index]):.2f})")
+        return save_panel_figure(path, [tiles], title=" | ".join(parts))
+
+
+def predict_image(
+    model: MethodModule,
+    image: torch.Tensor,
+    prompt: torch.Tensor | None = None,
+    class_names: list[str] | None = None,
+    grad_cam: bool = True,
+) -> PromptedPrediction:
+    """Predict one model-ready image [C, H, W] with and without ``prompt`` [H, W] (same size).
+
+    The label is never needed. VAPL: ``predict_both``; other methods: ``model(image)``."""
+    model.eval()
+    device = model.device
+    has_prompt = prompt is not None
+    prompt = empty_prompt(*image.shape[-2:]) if prompt is None else prompt
+    batch = {
+        "image": image[None].to(device),
+        "prompt": prompt[None].to(device),
+        "has_prompt": torch.tensor([has_prompt], device=device),
+        "id": ["image"],
+    }
+    with torch.no_grad():
+        if hasattr(model, "predict_both"):
+            out = model.predict_both(batch)
+            refined = out["refined_prompt"] if has_prompt else None
+            prompted, unprompted = out["prompted_probs"][0], out["unprompted_probs"][0]
+        else:
+            refined, prompted = None, None
+            unprompted = torch.softmax(model(batch["image"]), dim=1)[0]
+    cams = {}
+    if grad_cam:
+        for name, (network, images) in panel_networks(model, batch, refined).items():
+            cams[name] = grad_cam_maps(network, images)[0].cpu()
+    names = class_names or [f"class {i}" for i in range(len(unprompted))]
+    return PromptedPrediction(
+        class_names=list(names),
+        unprompted_probs=unprompted.cpu(),
+        prompted_probs=prompted.cpu() if prompted is not None and has_prompt else None,
+        refined_prompt=None if refined is None else refined[0].cpu(),
+        image=image.cpu(),
+        prompt=prompt.cpu(),
+        has_prompt=has_prompt,
+        cams=cams,
+    )
+
+
+def predict_files(
+    checkpoint: str | Path,
+    image_path: str | Path,
+    prompt_path: str | Path | None = None,
+    window: tuple[float, float] | None = None,
+    slice_index: int | None = None,
+    prompt_kind: str = "auto",
+    class_names: list[str] | None = None,
+    **preprocessing: Any,
+) -> PromptedPrediction:
+    """:func:`predict_image` from files; ``preprocessing``: ``image_size``, ``mean``, ``std``."""
+    model, data_settings = load_method(checkpoint)
+    image = read_scan(image_path, model.in_channels, window, slice_index)
+    prompt = None
+    if prompt_path is not None:
+        prompt = read_drawn_prompt(prompt_path, tuple(image.shape[-2:]), prompt_kind)
+    prepare = preprocessing_from(data_settings, **preprocessing)
+    model_image = prepare(image)
+    if prompt is not None:
+        prompt = resize_prompt(prompt, tuple(model_image.shape[-2:]))
+    names = class_names or data_settings.get("classes")
+    return predict_image(model, model_image, prompt, names)
+
+
+def write_demo_case(folder: str | Path, image_size: int = 48, seed: int = 0) -> dict[str, Path]:
+    """A demo test image (positive, with a lesion) as DICOM and PNG, its prompt drawn in red and
+    yellow on a copy of the image (as in a paint program), and the same prompt as NPY.
+
+    Demo image values ``x`` (about -2 .. 3) are stored as ``HU = 1000 x`` with the window
+    (500, 5000), so the [0, 1] image is ``(x + 2) / 5`` and ``--mean 0.4 --std 0.2`` gives back ``x``.
+    """
+    from PIL import Image
+
+    from datamodules.synthetic import make_synthetic_split
+    from vapl.prompts import INDISPENSABLE, PRECLUDED
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    split = make_synthetic_split(8, image_size=image_size, shortcut=None, seed=seed + 2)
+    index = int(torch.nonzero(split.labels == 1)[0])
+    values = split.images[index, 0].numpy()
+    unit = np.clip((values + 2.0) / 5.0, 0, 1)
+    gray = (unit * 255).round().astype(np.uint8)
+    drawn = np.repeat(gray[..., None], 3, axis=2)
+    prompt = split.prompts[index].numpy()
+    drawn[prompt == INDISPENSABLE] = (255, 0, 0)
+    drawn[prompt == PRECLUDED] = (255, 255, 0)
+    paths = {
+        "dicom": write_dicom(folder / "scan.dcm", np.round(values * 1000), window=(500.0, 5000.0)),
+        "png": folder / "scan.png",
+        "drawn_prompt": folder / "prompt_drawn.png",
+        "npy_prompt": folder / "prompt.npy",
+    }
+    Image.fromarray(gray).save(paths["png"])
+    Image.fromarray(drawn).save(paths["drawn_prompt"])
+    np.save(paths["npy_prompt"], prompt.astype(np.float32))
+    return paths
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vapl predict-image",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", help="a checkpoint written by vapl fit / fit-test")
+    parser.add_argument("--image", help="DICOM, NIfTI, PNG, JPEG or NPY image")
+    parser.add_argument(
+        "--prompt", default=None, help="drawn PNG (red/yellow), grayscale PNG or NPY"
+    )
+    parser.add_argument("--prompt-kind", choices=("auto", "colour", "gray"), default="auto")
+    parser.add_argument(
+        "--slice", type=int, default=None, help="NIfTI/multi-frame slice (default: middle)"
+    )
+    parser.add_argument("--window", type=float, nargs=2, metavar=("CENTRE", "WIDTH"), default=None)
+    parser.add_argument(
+        "--image-size", type=int, nargs="+", default=None, help="H [W] (default: training size)"
+    )
+    parser.add_argument(
+        "--mean", type=float, nargs="+", default=None, help="default: training data's, else 0.5"
+    )
+    parser.add_argument(
+        "--std", type=float, nargs="+", default=None, help="default: training data's, else 0.5"
+    )
+    parser.add_argument("--classes", nargs="+", default=None, help="class names, in index order")
+    parser.add_argument("--figure", default=None, help="where to save the picture (PNG)")
+    parser.add_argument("--json", default=None, help="where to save the predictions as JSON")
+    parser.add_argument(
+        "--save-image", default=None, help="write the image as read (PNG) to draw on"
+    )
+    parser.add_argument(
+        "--demo-case",
+        default=None,
+        metavar="FOLDER",
+        help="write a demo image and drawn prompt there, then stop",
+    )
+    return parser
+
+
+def _one_or_list(values: list[float] | None) -> float | list[float] | None:
+    return values if values is None or len(values) > 1 else values[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = _parser().parse_args(argv)
+    if options.demo_case:
+        paths = write_demo_case(options.demo_case)
+        print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+        print(
+            f"Try: vapl predict-image --checkpoint CKPT --image {paths['dicom']} --prompt {paths['drawn_prompt']} --mean 0.4 --std 0.2 --figure prediction.png"
+        )
+        return
+    if not options.checkpoint or not options.image:
+        raise SystemExit("vapl predict-image: --checkpoint and --image are required")
+    if options.save_image:
+        from PIL import Image
+
+        image = read_scan(
+            options.image, 1, tuple(options.window) if options.window else None, options.slice
+        )
+        Image.fromarray((image[0].numpy() * 255).round().astype(np.uint8)).save(options.save_image)
+        print(
+            f"image as read: {options.save_image} (draw the prompt on a copy: red look, yellow ignore)"
+        )
+    size = options.image_size
+    result = predict_files(
+        options.checkpoint,
+        options.image,
+        options.prompt,
+        window=tuple(options.window) if options.window else None,
+        slice_index=options.slice,
+        prompt_kind=options.prompt_kind,
+        class_names=options.classes,
+        image_size=None if size is None else (size[0], size[-1]),
+        mean=_one_or_list(options.mean),
+        std=_one_or_list(options.std),
+    )
+    summary = result.as_dict()
+    print(json.dumps(summary, indent=2))
+    if options.json:
+        Path(options.json).write_text(json.dumps(summary, indent=2) + "\n")
+    if options.figure:
+        print(f"figure: {result.save_figure(options.figure)}")
+
+
+if __name__ == "__main__":
+    main()
