@@ -52,7 +52,7 @@ def test_dicom_values_go_through_rescale_and_window(tmp_path):
     assert read_scan(path, channels=3).shape == (3, 2, 2)
 
 
-def test_a_nifti_slice_is_the_last_axis_shown_with_rows_along_the_second(tmp_path):
+def test_a_nifti_slice_comes_out_in_the_datamodules_orientation(tmp_path):
     import nibabel
 
     i, j, k = np.meshgrid(np.arange(3), np.arange(4), np.arange(5), indexing="ij")
@@ -60,10 +60,21 @@ def test_a_nifti_slice_is_the_last_axis_shown_with_rows_along_the_second(tmp_pat
     nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), tmp_path / "v.nii.gz")
     image = read_nifti(tmp_path / "v.nii.gz", window=(150.0, 300.0), slice_index=1)
     assert image.shape == (1, 4, 3)
-    expected = (volume[:, :, 1].T - 0.0) / 300.0
+    # identity affine = RAS voxel axes; the canonical slice has rows towards posterior and columns
+    # towards the patient's left, i.e. both voxel axes reversed (datamodules.io.orientation)
+    expected = (volume[::-1, ::-1, 1].T - 0.0) / 300.0
+    from datamodules.io.nifti import read_nifti as read_volume
+
+    np.testing.assert_allclose(
+        image[0].numpy(), _unit(read_volume(tmp_path / "v.nii.gz")[1], 150.0, 300.0), atol=1e-6
+    )
     np.testing.assert_allclose(image[0].numpy(), expected, atol=1e-6)
     middle = read_nifti(tmp_path / "v.nii.gz")  # slice 2, min..max
     assert float(middle.min()) == 0.0 and float(middle.max()) == 1.0
+
+
+def _unit(values: np.ndarray, centre: float, width: float) -> np.ndarray:
+    return np.clip((values - centre + width / 2) / width, 0, 1)
 
 
 @pytest.fixture(scope="module")

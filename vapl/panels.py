@@ -3,10 +3,7 @@
 Used by the W&B dashboard callback (every few validation epochs) and by prompted prediction on
 one image. Plain torch and numpy: no Lightning import.
 
-Grad-CAM comes from :mod:`vapl.saliency` when that module is available; otherwise from the small
-:func:`plain_grad_cam` below (the same map for a ``Classifier``: channel weights are the mean
-gradient of the class score over the last feature map). TODO(dedup): once ``vapl.saliency`` is
-merged everywhere, drop :func:`plain_grad_cam`.
+Grad-CAM comes from :mod:`vapl.saliency`.
 """
 
 from __future__ import annotations
@@ -16,28 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vapl.backbones import Classifier
+from vapl.saliency import grad_cam, normalize_cam, upsample_cam
 from vapl.visualize import _gray, prompt_overlay
 
 #: Smallest side of a panel tile in pixels: small images are enlarged (nearest) to be readable.
 MIN_TILE = 96
-
-
-def plain_grad_cam(
-    model: Classifier, images: torch.Tensor, targets: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Grad-CAM [B, h, w] of ``targets`` (default: the predicted class), ReLU'd, on the last stage."""
-    with torch.enable_grad():
-        feature_map = model.feature_map(images).detach().requires_grad_(True)
-        logits = model.fc(model.pool(feature_map))
-        if targets is None:
-            targets = logits.argmax(dim=1)
-        score = logits.gather(1, targets.view(-1, 1)).sum()
-        (gradient,) = torch.autograd.grad(score, feature_map)
-    weights = gradient.mean(dim=(2, 3), keepdim=True)
-    return torch.relu((weights * feature_map).sum(dim=1)).detach()
 
 
 def grad_cam_maps(model: Classifier, images: torch.Tensor) -> torch.Tensor:
@@ -48,15 +30,8 @@ def grad_cam_maps(model: Classifier, images: torch.Tensor) -> torch.Tensor:
     try:
         with torch.inference_mode(False), torch.enable_grad():
             images = images.detach().clone()
-            try:
-                from vapl.saliency import grad_cam, normalize_cam, upsample_cam
-            except ImportError:
-                cam = plain_grad_cam(model, images)
-                cam = cam / cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
-                cam = F.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear")[:, 0]
-            else:
-                raw, _ = grad_cam(model, images, create_graph=False)
-                cam = upsample_cam(normalize_cam(raw.detach(), "relu"), images.shape[-2:])
+            raw, _ = grad_cam(model, images, create_graph=False)
+            cam = upsample_cam(normalize_cam(raw.detach(), "relu"), images.shape[-2:])
     finally:
         model.train(was_training)
     return cam.clamp(0, 1).detach()

@@ -7,16 +7,18 @@ Images become float32 [C, H, W] in [0, 1]:
   ``centre - width / 2 .. centre + width / 2`` to 0..1 (clipped). The window is the one given, else
   the file's first ``WindowCenter``/``WindowWidth``, else the slice's minimum..maximum.
   ``MONOCHROME1`` is inverted; multi-frame files give frame ``slice_index`` (default: the middle).
-* NIfTI (``.nii``, ``.nii.gz``): slice ``slice_index`` (default: the middle) of the last spatial
-  axis, as ``data[:, :, k].T`` (rows: the second voxel axis); window as for DICOM, else min..max.
+* NIfTI (``.nii``, ``.nii.gz``): axial slice ``slice_index`` (default: the middle) of the volume
+  read by :func:`datamodules.io.nifti.read_nifti`; window as for DICOM, else min..max.
+
+DICOM slices and NIfTI volumes come out in the orientation the medical datamodules train on
+(:mod:`datamodules.io.orientation`: anterior up, the patient's right on the left), so a model
+trained on LIDC or Pancreas sees a new scan the same way round.
 * PNG, JPEG, NPY: :func:`datamodules.image_files.read_image` (8-bit / 255, 16-bit / 65535).
 
 Prompts drawn in a paint program (:func:`read_drawn_prompt`): in a colour PNG, red pixels are
 indispensable, yellow precluded and everything else (the image underneath, white, transparency)
 undecided, so you can paint straight onto a copy of the image. A grayscale PNG or an NPY file is
 read by :func:`vapl.prompts.read_prompt` (255 / 0 / other; -1 / 0 / 1).
-
-TODO(dedup): the LIDC branch has its own DICOM reader; share one once both are merged.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from datamodules.io.nifti import NiftiError
+from datamodules.io.nifti import read_nifti as read_nifti_volume
+from datamodules.io.orientation import OrientationError, canonical_slice
 from vapl.prompts import PromptError, prompt_from_masks, read_prompt
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -73,6 +78,11 @@ def read_dicom(
         pixels = pixels[_index(pixels.shape[0], slice_index)]
     values = pixels.astype(np.float32) * float(getattr(dataset, "RescaleSlope", 1.0))
     values = values + float(getattr(dataset, "RescaleIntercept", 0.0))
+    if "ImageOrientationPatient" in dataset:
+        try:
+            values = canonical_slice(values, [float(v) for v in dataset.ImageOrientationPatient])
+        except OrientationError as error:
+            raise ScanFileError(f"{path}: {error}") from error
     if window is None and "WindowCenter" in dataset and "WindowWidth" in dataset:
         window = (_first(dataset.WindowCenter), _first(dataset.WindowWidth))
     unit = _window(values, window)
@@ -91,21 +101,13 @@ def _index(count: int, index: int | None) -> int:
 def read_nifti(
     path: str | Path, window: tuple[float, float] | None = None, slice_index: int | None = None
 ) -> torch.Tensor:
-    """One slice of a NIfTI volume as float32 [1, H, W] in [0, 1] (module docstring)."""
-    import nibabel
-
-    path = Path(path)
+    """One axial slice of a NIfTI volume as float32 [1, H, W] in [0, 1] (module docstring)."""
     try:
-        volume = np.asarray(nibabel.load(str(path)).get_fdata(dtype=np.float32))
-    except Exception as error:  # noqa: BLE001 - nibabel raises many kinds
-        raise ScanFileError(f"{path}: cannot read NIfTI ({error})") from error
-    if volume.ndim == 4:
-        volume = volume[..., 0]
-    if volume.ndim == 3:
-        volume = volume[:, :, _index(volume.shape[2], slice_index)]
-    if volume.ndim != 2:
-        raise ScanFileError(f"{path}: expected a 2-D or 3-D volume, got shape {volume.shape}")
-    return torch.from_numpy(np.ascontiguousarray(_window(volume.T, window)))[None]
+        volume = read_nifti_volume(path)  # [z, y, x]
+    except (NiftiError, OrientationError) as error:
+        raise ScanFileError(str(error)) from error
+    axial = volume[_index(volume.shape[0], slice_index)]
+    return torch.from_numpy(np.ascontiguousarray(_window(axial, window)))[None]
 
 
 def read_scan(
