@@ -1,7 +1,7 @@
 """DDP on the CPU (gloo, two processes): the same results as one process with the same global
 batch, the same weights on every process, per-process masks, and resuming.
 
-Tolerance: parameters, buffers and validation metrics within 1e-5 (absolute) of the single-process
+Tolerance: parameters, buffers and validation metrics within 1e-4 (absolute) of the single-process
 run; the processes' weights identical (difference 0). The backbone is ``tiny_gn`` (group norm):
 batch norm normalises each process's half-batch on its own, and SyncBatchNorm needs GPUs.
 
@@ -30,7 +30,8 @@ from vapl.methods import VAPL, Baseline
 from vapl.runs_reader import collect_runs
 from vapl.wandb_records import read_wandb_run
 
-TOLERANCE = 1e-5
+TOLERANCE = 1e-4  # float sums in another order, amplified by a few Adam steps
+DIFFERENT = 1e-3  # what a run with another batch differs by, at least
 FORK = "ddp_fork_find_unused_parameters_true"
 SPAWN = "ddp_spawn_find_unused_parameters_true"
 
@@ -146,7 +147,7 @@ def test_two_processes_end_like_one_process_with_the_same_global_batch(tmp_path,
         )
     # the comparison can fail: one process with the per-process batch ends elsewhere
     other = _fit(tmp_path / "half", 1, "auto", batch_size=8, method=method)[0]
-    assert _max_difference(other["state"], single["state"]) > 100 * TOLERANCE
+    assert _max_difference(other["state"], single["state"]) > DIFFERENT
 
 
 def test_a_ddp_run_resumed_mid_cycle_ends_like_an_uninterrupted_one(tmp_path):
