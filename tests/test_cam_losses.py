@@ -92,7 +92,7 @@ def brute_force_threshold(values, fact_w, count_w, eps=1e-4):
             score += sum(w for v, w in zip(values, count_w) if w > 0 and v < c) / sum(count_w)
         if sum(fact_w):
             score += sum(w for v, w in zip(values, fact_w) if w > 0 and v >= c) / sum(fact_w)
-        if score > best_score + 1e-9:
+        if score > best_score + 1e-6:
             best, best_score = c, score
     return best
 

@@ -157,7 +157,9 @@ def robust_threshold(
         score = score + weight_below(count_v, count_w) / count_w.sum()
     if fact_v.numel():
         score = score + (fact_w.sum() - weight_below(fact_v, fact_w)) / fact_w.sum()
-    return candidates[torch.argmax(score)]
+    # The first best, where scores equal up to float rounding of the fractions count as equal.
+    first_best = torch.nonzero(score >= score.max() - 1e-6)[0, 0]
+    return candidates[first_best]
 
 
 def robust_loss(
