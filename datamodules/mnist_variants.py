@@ -21,6 +21,7 @@ prompt can preclude it; see docs/data.md). The stroke mask is the ``explanation`
 from __future__ import annotations
 
 import colorsys
+from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ def _count(n: int, available: int) -> int:
     return available if n < 0 else min(n, available)
 
 
-class MnistVariantDataModule(PromptedDataModule):
+class MnistVariantDataModule(PromptedDataModule, ABC):
     """Shared reading, splitting and prompting; a subclass defines :meth:`construct`."""
 
     in_channels_of_variant = 1
@@ -139,11 +140,11 @@ class MnistVariantDataModule(PromptedDataModule):
         self.num_classes = 10
         self.in_channels = self.in_channels_of_variant
 
+    @abstractmethod
     def construct(
         self, digits: torch.Tensor, labels: torch.Tensor, rule: str, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [N, C, 28, 28] in [0, 1] and the precluded region [N, 28, 28] under ``rule``."""
-        raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
