@@ -35,6 +35,7 @@ from tqdm import tqdm
 from datamodules.transforms import JointRandomFlip
 from vapl.methods.yesno import MAPS_FILE, load_classifier_state
 from vapl.saliency import feature_stride, grad_cam_from_features, upsample_cam
+from vapl.visualize import gray_image
 from vapl.yesno import (
     MAYBE,
     AnswerError,
@@ -66,15 +67,9 @@ def _with_baseline(cli_args: list[str]) -> list[str]:
     return [*cli_args[:at], "--config", BASELINE_OVERLAY, *cli_args[at:]]
 
 
-def _gray(image: torch.Tensor) -> np.ndarray:
-    array = image.float().mean(dim=0)
-    low, high = float(array.min()), float(array.max())
-    return ((array - low) / max(high - low, 1e-12)).numpy()
-
-
 def _overlay(image: torch.Tensor, cam: torch.Tensor) -> Image.Image:
     """The image in gray with the (upsampled) Grad-CAM in red."""
-    gray = _gray(image)
+    gray = gray_image(image)
     heat = upsample_cam(cam[None], gray.shape)[0].clamp(0, 1).numpy()
     rgb = np.stack([gray * (1 - heat) + heat, gray * (1 - heat), gray * (1 - heat)], axis=-1)
     return Image.fromarray((rgb * 255).astype(np.uint8))
@@ -168,7 +163,7 @@ def _write_pictures(folder: Path, dataset, export_data: dict) -> None:
     for neuron in tqdm(range(len(boxes)), desc="concept pictures"):
         patches = []
         for index, (top, left, bottom, right) in zip(images[neuron], boxes[neuron].tolist()):
-            patches.append(_gray(dataset[int(index)]["image"])[top:bottom, left:right])
+            patches.append(gray_image(dataset[int(index)]["image"])[top:bottom, left:right])
         strip = np.concatenate([np.pad(p, 1, constant_values=1.0) for p in patches], axis=1)
         Image.fromarray((strip * 255).astype(np.uint8)).save(
             folder / "neurons" / f"{neuron:04d}.png"

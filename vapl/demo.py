@@ -59,24 +59,34 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def draw_examples(results: dict[str, dict[str, float]], path: Path, count: int = 4) -> Path:
-    """Test samples of both classes with prompt, refined prompt and both models' predictions."""
-    from vapl.visualize import save_prompt_figure
+    """Test samples with prompt, refined prompt, each model's Grad-CAM and its prediction."""
+    from vapl.panels import grad_cam_maps, sample_tiles, save_panel_figure
 
     module = results["VAPL"]["_module"]
     dataset = results["VAPL"]["_datamodule"].datasets["test"]
     baseline = results["Baseline"]["_module"]
-    picks = [i for i in range(len(dataset)) if i % 2 == 0][:count]
-    batch = {k: v for k, v in torch.utils.data.default_collate([dataset[i] for i in picks]).items()}
+    batch = torch.utils.data.default_collate([dataset[2 * i] for i in range(count)])
     module.eval()
     baseline.eval()
     with torch.no_grad():
         out = module.predict_both(batch)
         base_pred = baseline(batch["image"]).argmax(1)
+    refined = out["refined_prompt"]
+    cams = {
+        "VAPL prompted": grad_cam_maps(module.prompted_model, batch["image"] * refined[:, None]),
+        "Baseline": grad_cam_maps(baseline.model, batch["image"]),
+    }
+    rows = [
+        sample_tiles(
+            batch["image"][i], batch["prompt"][i], refined[i], {k: v[i] for k, v in cams.items()}
+        )
+        for i in range(count)
+    ]
     titles = [
         f"label {int(y)} | VAPL {int(pm)} | Baseline {int(pb)}"
         for y, pm, pb in zip(batch["label"], out["prompted_probs"].argmax(1), base_pred)
     ]
-    return save_prompt_figure(path, batch["image"], batch["prompt"], out["refined_prompt"], titles)
+    return save_panel_figure(path, rows, titles)
 
 
 def main(argv: list[str] | None = None) -> None:

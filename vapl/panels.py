@@ -16,7 +16,7 @@ import torch
 
 from vapl.backbones import Classifier
 from vapl.saliency import grad_cam, normalize_cam, upsample_cam
-from vapl.visualize import _gray, prompt_overlay
+from vapl.visualize import gray_image, prompt_overlay
 
 #: Smallest side of a panel tile in pixels: small images are enlarged (nearest) to be readable.
 MIN_TILE = 96
@@ -67,7 +67,7 @@ def _heat(image: torch.Tensor, heat: torch.Tensor, colormap: str = "inferno") ->
     """RGB [H, W, 3]: a [0, 1] map in ``colormap`` blended over the image in gray."""
     from matplotlib import colormaps
 
-    gray = _gray(image)[..., None]
+    gray = gray_image(image)[..., None]
     colours = colormaps[colormap](heat.detach().float().cpu().clamp(0, 1).numpy())[..., :3]
     return 0.45 * gray + 0.55 * colours
 
@@ -80,7 +80,7 @@ def sample_tiles(
 ) -> list[tuple[str, np.ndarray]]:
     """``(title, RGB [H, W, 3] in [0, 1])`` tiles of one sample: image, prompt (indispensable
     red, precluded yellow), refined prompt when given, and one Grad-CAM per model."""
-    gray = _gray(image)
+    gray = gray_image(image)
     tiles = [
         ("image", np.repeat(gray[..., None], 3, axis=2)),
         ("prompt", prompt_overlay(image, prompt)),
