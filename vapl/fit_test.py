@@ -10,9 +10,12 @@ Without checkpoints (``fast_dev_run``, ``enable_checkpointing: false``) the fina
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
+
+from vapl.wandb_records import wait_until_finished
 
 
 def fit_then_test(args: list[str]) -> dict[str, float]:
@@ -31,7 +34,9 @@ def fit_then_test(args: list[str]) -> dict[str, float]:
     if trainer.is_global_zero:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                run_folder = Path(logger.experiment.dir).parent
                 logger.experiment.finish()  # flush the run folder now, not at interpreter exit
+                wait_until_finished(run_folder)
     return {k: float(v) for k, v in (results[0] if results else {}).items()}
 
 

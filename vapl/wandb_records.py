@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,20 @@ def read_wandb_run(folder_or_file: str | Path) -> WandbRun:
             run.exit_code = int(record.exit.exit_code)
     run.config.pop("_wandb", None)
     return run
+
+
+def wait_until_finished(folder: str | Path, timeout: float = 30.0) -> WandbRun:
+    """Read a run folder again until its exit record is there (W&B's service writes the run file
+    in the background, also after ``finish()`` returns), or until ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            run = read_wandb_run(folder)
+        except WandbRecordError:
+            run = None
+        if (run is not None and run.finished) or time.monotonic() > deadline:
+            return run if run is not None else read_wandb_run(folder)
+        time.sleep(0.2)
 
 
 def find_wandb_runs(root: str | Path) -> list[Path]:
