@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install vapl with its dev tools
 
 demo: $(STAMP) ## train and test VAPL and the Baseline on the built-in demo data, print both
-	$(BIN)/python -m vapl.demo
+	$(BIN)/python -m vapl.apps.demo
 
 test: $(STAMP) ## run the fast tests
 	$(BIN)/python -m pytest -q

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from datamodules.synthetic import make_synthetic_split
-from vapl.masks import MASK_BLOCK, MaskSampler
-from vapl.refine import MonotoneWeight, normalise_attention, sample_seed
+from vapl.core.masks import MASK_BLOCK, MaskSampler
+from vapl.core.refine import MonotoneWeight, normalise_attention, sample_seed
 
 
 @dataclass

@@ -4,7 +4,7 @@ The medical datamodules (LIDC-IDRI, Pancreas) serve 2-D slices from memory-mappe
 and make each prompt on the fly. Where :mod:`datamodules.lidc` exists, the benchmark caches a
 small LIDC fixture tree (``datamodules.fixtures``) and reads it through the real train loader;
 otherwise it reads a stand-in cache built the same way (memory-mapped rows, prompt from
-:func:`~vapl.prompts.simulate_incomplete` per sample) and says so.
+:func:`~vapl.core.prompts.simulate_incomplete` per sample) and says so.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import Figure, say
 from benchmarks.training import _fit
+from vapl.core.prompts import prompt_from_masks, simulate_incomplete
 from vapl.methods import VAPL, Baseline
-from vapl.prompts import prompt_from_masks, simulate_incomplete
 
 
 class StandInCache(Dataset):

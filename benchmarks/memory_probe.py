@@ -19,8 +19,8 @@ import time
 import torch
 
 from benchmarks.common import prompted_batch
-from vapl.backbones import build_backbone
-from vapl.refine import MonotoneWeight, PromptRefiner
+from vapl.core.backbones import build_backbone
+from vapl.core.refine import MonotoneWeight, PromptRefiner
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 

@@ -22,8 +22,8 @@ from benchmarks.common import (
     say,
 )
 from datamodules.synthetic import make_synthetic_split
-from vapl.backbones import build_backbone
-from vapl.refine import MonotoneWeight, PromptRefiner, sample_seed
+from vapl.core.backbones import build_backbone
+from vapl.core.refine import MonotoneWeight, PromptRefiner, sample_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 
 from benchmarks.common import Figure, round_ratio, rounds, say, synchronize
 from datamodules.synthetic import SyntheticDataModule, make_synthetic_split
-from vapl.backbones import build_backbone
-from vapl.losses import activation_distance
+from vapl.core.backbones import build_backbone
+from vapl.core.losses import activation_distance
 from vapl.methods import VAPL, Baseline
 
 

@@ -24,7 +24,7 @@ from datamodules.cache import (
 )
 from datamodules.splits import split_by_patient
 from datamodules.transforms import JointRandomFlip
-from vapl.prompts import empty_prompt, prompt_from_masks, simulate_incomplete
+from vapl.core.prompts import empty_prompt, prompt_from_masks, simulate_incomplete
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class CachedSliceDataset(Dataset):
     """Samples of the contract from a :class:`SliceCache`'s memory-mapped rows.
 
     The image is the windowed slice mapped from [0, 1] to [-1, 1]. The prompt marks the prompt
-    region indispensable, made incomplete by :func:`vapl.prompts.simulate_incomplete` with a
+    region indispensable, made incomplete by :func:`vapl.core.prompts.simulate_incomplete` with a
     generator seeded by ``(seed, row)`` (the same prompt every epoch, as a clinician's would be),
     and everything outside the body precluded. The prompt region is ``region_key``'s mask where that
     is not empty, else the explanation.

@@ -13,7 +13,7 @@ training file, as CDEP does; the test set is the MNIST test file.
 
 Pixels are in [0, 1] (zero is the black background, so a masked-out pixel reads as background).
 Prompts: the digit strokes indispensable, incompletely (``keep_fraction``, ``jitter``, as
-:func:`vapl.prompts.simulate_incomplete`), the decoy square precluded (DecoyMNIST) or the background
+:func:`vapl.core.prompts.simulate_incomplete`), the decoy square precluded (DecoyMNIST) or the background
 away from the strokes precluded (ColorMNIST: the colour lies on the strokes themselves, so no pixel
 prompt can preclude it; see docs/data.md). The stroke mask is the ``explanation``.
 """
@@ -31,7 +31,7 @@ from tqdm import tqdm
 from datamodules.base import PromptedDataModule, TensorSampleDataset
 from datamodules.idx import read_mnist
 from datamodules.transforms import JointRandomCrop
-from vapl.prompts import empty_prompt, prompt_from_masks, simulate_incomplete
+from vapl.core.prompts import empty_prompt, prompt_from_masks, simulate_incomplete
 
 SIZE = 28
 SPLITS = ("train", "val", "test")

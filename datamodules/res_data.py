@@ -37,7 +37,7 @@ from tqdm import tqdm
 from datamodules.bad_input import BadInputError, BadInputLog, check_on_bad_input
 from datamodules.base import PromptedDataModule, Sample, Transform
 from datamodules.transforms import JointCompose, JointRandomCrop, JointRandomFlip
-from vapl.prompts import empty_prompt, prompt_from_masks, resize_prompt
+from vapl.core.prompts import empty_prompt, prompt_from_masks, resize_prompt
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from datamodules.base import PromptedDataModule, TensorSampleDataset
 from datamodules.transforms import JointRandomFlip
-from vapl.prompts import prompt_from_masks, simulate_incomplete
+from vapl.core.prompts import prompt_from_masks, simulate_incomplete
 
 SPLITS = ("train", "val", "test")
 

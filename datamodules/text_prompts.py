@@ -1,9 +1,9 @@
 """VAPL prompts from text: a wrapper datamodule that replaces every sample's prompt by one drawn
-from a vision-language model's attention map (:mod:`vapl.vlm_maps`).
+from a vision-language model's attention map (:mod:`vapl.vlm.maps`).
 
 ``map >= indispensable_above`` is indispensable, ``map <= precluded_below`` precluded, the rest
-undecided (:func:`vapl.vlm_maps.map_to_prompt`); every sample then has a prompt. The maps of each
-split are computed once and cached on disk (:mod:`vapl.map_cache`) before the first epoch, with
+undecided (:func:`vapl.vlm.maps.map_to_prompt`); every sample then has a prompt. The maps of each
+split are computed once and cached on disk (:mod:`vapl.vlm.cache`) before the first epoch, with
 the wrapped data set's augmentation off; the augmentation then runs on the new prompt, so a joint
 flip still moves image and prompt together. This goes beyond the Learning to Look paper: a user
 with no annotations gets VAPL prompts from a sentence. Example: ``configs/demo_text_prompts.yaml``.
@@ -21,8 +21,8 @@ from lightning.fabric.utilities.data import AttributeDict
 from torch.utils.data import Dataset
 
 from datamodules.base import PromptedDataModule, Sample
-from vapl.map_cache import MapCache
-from vapl.prompts import map_to_prompt
+from vapl.core.prompts import map_to_prompt
+from vapl.vlm.cache import MapCache
 
 
 def _restore_nested_hparams(datamodule: PromptedDataModule) -> None:
@@ -136,7 +136,7 @@ class TextPromptDataModule(PromptedDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        from vapl.vlm_maps import VLMMapGenerator  # open_clip only where maps are made
+        from vapl.vlm.maps import VLMMapGenerator  # open_clip only where maps are made
 
         self.datamodule.setup(stage)
         generator = VLMMapGenerator(**self.generator_args)

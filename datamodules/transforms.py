@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from datamodules.base import Sample, Transform
-from vapl.prompts import UNDECIDED
+from vapl.core.prompts import UNDECIDED
 
 #: Keys whose last two dimensions are the image plane.
 SPATIAL_KEYS = ("image", "prompt", "explanation")

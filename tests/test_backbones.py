@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from vapl.backbones import build_backbone
+from vapl.core.backbones import build_backbone
 
 
 @pytest.mark.parametrize("name", ["tiny", "resnet18"])

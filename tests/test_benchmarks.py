@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from benchmarks.common import one_mask_per_pass, prompted_batch, round_ratio
-from vapl.backbones import build_backbone
-from vapl.refine import MonotoneWeight, PromptRefiner
+from vapl.core.backbones import build_backbone
+from vapl.core.refine import MonotoneWeight, PromptRefiner
 
 
 @pytest.mark.parametrize("balanced", [False, True])

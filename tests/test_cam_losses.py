@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vapl.losses import (
+from vapl.core.losses import (
     FactualImputation,
     coarse_annotation,
     factual_map_distance,
@@ -24,7 +24,7 @@ from vapl.losses import (
     scale_to_peak,
     smoothed_factual_map,
 )
-from vapl.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED
+from vapl.core.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED
 
 
 def grid(*rows: list[float]) -> torch.Tensor:

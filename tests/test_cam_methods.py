@@ -11,11 +11,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from datamodules.synthetic import make_synthetic_split
-from vapl.cli import build_cli
-from vapl.explanation_metrics import explanation_scores
-from vapl.losses import coarse_annotation, gradia_loss, res_encoding
+from vapl.core.losses import coarse_annotation, gradia_loss, res_encoding
+from vapl.core.metrics import explanation_scores
+from vapl.core.saliency import feature_map_and_logits, grad_cam, normalize_cam
 from vapl.methods import GRADIA, HAICS, RESG, RESL, Baseline
-from vapl.saliency import feature_map_and_logits, grad_cam, normalize_cam
+from vapl.training.cli import build_cli
 
 FAST = [
     "--trainer.fast_dev_run=true",

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from vapl.cli import build_cli, bundled_config_dir, resolve_config_args
 from vapl.methods import VAPL, Baseline
+from vapl.training.cli import build_cli
+from vapl.training.configs import bundled_config_dir, resolve_config_args
 
 TINY_DATA = [
     "--data.init_args.n_train=16",

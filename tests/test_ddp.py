@@ -25,10 +25,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.base import EpochSeededSampler
 from datamodules.synthetic import SyntheticDataModule
-from vapl.callbacks import RankConsistencyCheck
 from vapl.methods import VAPL, Baseline
-from vapl.runs_reader import collect_runs
-from vapl.wandb_records import read_wandb_run
+from vapl.results.runs import collect_runs
+from vapl.training.callbacks import RankConsistencyCheck
+from vapl.training.wandb_records import read_wandb_run
 
 TOLERANCE = 1e-4  # float sums in another order, amplified by a few Adam steps
 DIFFERENT = 1e-3  # what a run with another batch differs by, at least
@@ -184,7 +184,7 @@ CLI_ARGS = [
     "--trainer.max_epochs=2",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
-    "--trainer.callbacks+=vapl.callbacks.RankConsistencyCheck",
+    "--trainer.callbacks+=vapl.training.callbacks.RankConsistencyCheck",
 ]
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from datamodules import FolderDataError, FolderDataModule
 from datamodules.folder_csv import resolve_labels
 from datamodules.folder_example import write_example_folder
-from vapl.prompts import read_prompt
+from vapl.core.prompts import read_prompt
 
 COLUMNS = ("image", "label", "split", "prompt", "explanation")
 
@@ -293,7 +293,7 @@ def test_augment_flips_image_prompt_and_explanation_together(tmp_path: Path) -> 
 
 
 def test_cli_fit_and_test_on_a_generated_folder(tmp_path: Path) -> None:
-    from vapl.cli import build_cli
+    from vapl.training.cli import build_cli
 
     root = tmp_path / "data"
     write_example_folder(root, n=8, image_size=24)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from datamodules.transforms import JointCompose, JointRandomCrop, JointRandomFlip
-from vapl.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED
+from vapl.core.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED
 
 
 def marked_sample(row: int, col: int, size: int = 7) -> dict:

@@ -267,7 +267,7 @@ def test_training_reads_only_the_cache(lidc, tmp_path, monkeypatch):
 
 
 def test_cli_fit_on_a_generated_tree(lidc, tmp_path, monkeypatch):
-    from vapl.cli import build_cli
+    from vapl.training.cli import build_cli
 
     monkeypatch.chdir(tmp_path)
     cli = build_cli(

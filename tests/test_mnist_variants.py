@@ -18,7 +18,7 @@ from datamodules.mnist_variants import (
     decoy_shades,
     decoy_squares,
 )
-from vapl.prompts import INDISPENSABLE, PRECLUDED
+from vapl.core.prompts import INDISPENSABLE, PRECLUDED
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from datamodules.fixtures_natural import main, make_mnist_tree, make_res_tree
-from vapl.cli import build_cli
+from vapl.training.cli import build_cli
 
 QUIET = [
     "--trainer.logger=false",

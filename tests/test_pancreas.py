@@ -140,7 +140,7 @@ def test_missing_or_broken_index_is_a_clear_error(pancreas, tmp_path):
 
 
 def test_cli_fit_on_a_generated_tree(pancreas, tmp_path, monkeypatch):
-    from vapl.cli import build_cli
+    from vapl.training.cli import build_cli
 
     monkeypatch.chdir(tmp_path)
     cli = build_cli(

@@ -7,10 +7,10 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
 from datamodules.synthetic import SyntheticDataModule
-from vapl.backbones import build_backbone
-from vapl.callbacks import WandbDashboard
+from vapl.core.backbones import build_backbone
+from vapl.core.figures import grad_cam_maps, panel_networks, sample_tiles, tile_strip
 from vapl.methods import VAPL, Baseline
-from vapl.panels import grad_cam_maps, panel_networks, sample_tiles, tile_strip
+from vapl.training.callbacks import WandbDashboard
 
 
 def test_grad_cam_maps_are_image_sized_in_0_1_and_leave_the_model_mode_alone():

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from vapl.cli import build_cli
-from vapl.predict_image import load_method, main, predict_files, write_demo_case
-from vapl.prompts import PromptError, resize_prompt
-from vapl.scan_io import colour_prompt, read_drawn_prompt, read_nifti, read_scan, write_dicom
+from vapl.apps.predict_image import load_method, main, predict_files, write_demo_case
+from vapl.apps.scan_io import colour_prompt, read_drawn_prompt, read_nifti, read_scan, write_dicom
+from vapl.core.prompts import PromptError, resize_prompt
+from vapl.training.cli import build_cli
 
 
 def test_red_is_indispensable_yellow_precluded_and_everything_else_undecided():

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vapl.prompts import (
+from vapl.core.prompts import (
     INDISPENSABLE,
     PRECLUDED,
     UNDECIDED,

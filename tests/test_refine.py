@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vapl.backbones import build_backbone
-from vapl.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED
-from vapl.refine import (
+from vapl.core.backbones import build_backbone
+from vapl.core.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED
+from vapl.core.refine import (
     MASK_BLOCK,
     MaskSampler,
     MonotoneWeight,
@@ -179,7 +179,7 @@ def test_normalise_attention_divides_by_each_samples_maximum():
 
 _MEMORY_PROBE = """
 import json, resource, sys, torch
-from vapl.refine import MonotoneWeight, PromptRefiner
+from vapl.core.refine import MonotoneWeight, PromptRefiner
 torch.set_num_threads(1)
 n = int(sys.argv[1])
 model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96 * 96, 2))

@@ -7,10 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vapl.backbones import build_backbone
-from vapl.masks import MASK_BLOCK, MaskSampler, block_seed
-from vapl.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED
-from vapl.refine import MonotoneWeight, PromptRefiner, aggregate, score_masks
+from vapl.core.backbones import build_backbone
+from vapl.core.masks import MASK_BLOCK, MaskSampler, block_seed
+from vapl.core.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED
+from vapl.core.refine import MonotoneWeight, PromptRefiner, aggregate, score_masks
 
 
 def _prompts(batch: int, size: int, seed: int = 0) -> torch.Tensor:

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vapl.benchmark import command, is_finished, load_grid, run_config
-from vapl.benchmark import main as benchmark_main
-from vapl.report import build_rows, main, rank_marks, split_ablations
-from vapl.runs_reader import collect_runs
-from vapl.wandb_records import read_wandb_run
+from vapl.results.grid import command, is_finished, load_grid, run_config
+from vapl.results.grid import main as benchmark_main
+from vapl.results.report import build_rows, main, rank_marks, split_ablations
+from vapl.results.runs import collect_runs
+from vapl.training.wandb_records import read_wandb_run
 
 METRICS = ("acc", "precision", "recall", "f1")
 
@@ -191,7 +191,7 @@ def test_the_benchmark_grid_skips_finished_runs_and_prints_one_command_per_job(t
         "WandbRunLogger",
     ]
     args = command(runs[2], settings["overrides"])
-    assert args[:4] == [sys.executable, "-m", "vapl.cli", "fit-test"]
+    assert args[:4] == [sys.executable, "-m", "vapl", "fit-test"]
     assert args[-3:] == ["--config", str(runs[2].folder / "run.yaml"), "--trainer.max_epochs=1"]
 
     # seed 1 of the Baseline already finished: only three jobs are left

@@ -16,7 +16,7 @@ from datamodules import GenderDataModule, SceneDataModule
 from datamodules.bad_input import BadInputError, SkippedInputWarning
 from datamodules.fixtures_natural import make_res_tree, matrix_json, write_attention_csv
 from datamodules.res_data import IMAGENET_MEAN, IMAGENET_STD, parse_attention
-from vapl.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED, resize_prompt
+from vapl.core.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED, resize_prompt
 
 SIZE = 32
 

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from vapl.cli import build_cli
-from vapl.loggers import WandbRunLogger, has_api_key, resolve_mode
-from vapl.runs import RunIdentity, dataset_name, identity_from_config, method_name
+from vapl.training.cli import build_cli
+from vapl.training.loggers import WandbRunLogger, has_api_key, resolve_mode
+from vapl.training.run_names import RunIdentity, dataset_name, identity_from_config, method_name
 
 
 @pytest.mark.parametrize(
@@ -113,10 +113,10 @@ def test_an_unreachable_server_means_offline_without_touching_the_environment(
 def test_a_failing_wandb_start_falls_back_to_offline_then_to_disabled(tmp_path, monkeypatch):
     import wandb
 
-    import vapl.loggers
+    import vapl.training.loggers
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setattr(vapl.loggers, "host_reachable", lambda host, timeout: True)
+    monkeypatch.setattr(vapl.training.loggers, "host_reachable", lambda host, timeout: True)
     real_init, modes = wandb.init, []
 
     def failing_init(**kwargs):

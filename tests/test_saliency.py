@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vapl.backbones import build_backbone
-from vapl.explanation_metrics import (
+from vapl.core.backbones import build_backbone
+from vapl.core.metrics import (
     explanation_present,
     explanation_scores,
     pointing_game,
     saliency_iou,
 )
-from vapl.saliency import (
+from vapl.core.saliency import (
     class_activation_map,
     feature_map_and_logits,
     feature_stride,

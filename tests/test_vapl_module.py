@@ -5,8 +5,8 @@ import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
 from datamodules.synthetic import SyntheticDataModule
+from vapl.core.prompts import PRECLUDED
 from vapl.methods import VAPL
-from vapl.prompts import PRECLUDED
 
 
 def _data(**kwargs) -> SyntheticDataModule:

@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 
 from datamodules.synthetic import make_synthetic_split
 from datamodules.transforms import JointRandomFlip
-from vapl.cli import build_cli
-from vapl.losses import attention_kl_loss
-from vapl.map_cache import MapCache
+from vapl.core.losses import attention_kl_loss
+from vapl.core.prompts import map_to_prompt
+from vapl.core.saliency import normalize_cam
 from vapl.methods import LearningToLook
-from vapl.methods.vlm import loss_weights
-from vapl.prompts import map_to_prompt
-from vapl.saliency import normalize_cam
-from vapl.vlm_maps import (
+from vapl.methods.learning_to_look import loss_weights
+from vapl.training.cli import build_cli
+from vapl.vlm.cache import MapCache
+from vapl.vlm.maps import (
     TINY_CLIP_NAME,
     VLMMapGenerator,
     WeightsNotFoundError,

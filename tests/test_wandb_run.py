@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from vapl.callbacks import WandbDashboard
-from vapl.fit_test import fit_then_test
-from vapl.wandb_records import find_wandb_runs, read_wandb_run
+from vapl.training.callbacks import WandbDashboard
+from vapl.training.fit_then_test import fit_then_test
+from vapl.training.wandb_records import find_wandb_runs, read_wandb_run
 
 TINY = [
     "--data.init_args.n_train=16",

@@ -11,9 +11,8 @@ import lightning as L
 import pytest
 import torch
 
-from vapl.cli import build_cli, main
-from vapl.methods import CRAYON, CRAYONAttention, CRAYONPruning
-from vapl.yesno import (
+from vapl.command import main
+from vapl.core.yesno import (
     MAYBE,
     NO,
     YES,
@@ -31,6 +30,8 @@ from vapl.yesno import (
     write_answers,
     yesno_attention_loss,
 )
+from vapl.methods import CRAYON, CRAYONAttention, CRAYONPruning
+from vapl.training.cli import build_cli
 
 QUIET = [
     "--trainer.enable_progress_bar=false",
@@ -156,7 +157,7 @@ def test_pruning_retrains_only_the_fc_and_the_mask_survives_save_and_load(tmp_pa
 
 
 def test_both_together_masks_the_grad_cam_of_pruned_channels():
-    from vapl.saliency import feature_map_and_logits
+    from vapl.core.saliency import feature_map_and_logits
 
     torch.manual_seed(0)
     module = CRAYON(in_channels=1, backbone="tiny").eval()

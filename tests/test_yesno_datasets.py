@@ -10,9 +10,10 @@ import torch
 
 from datamodules.fixtures import write_lidc_tree, write_pancreas_tree
 from datamodules.folder_example import write_example_folder
-from vapl.backbones import build_backbone
-from vapl.cli import build_cli, main
-from vapl.yesno import read_answers
+from vapl.command import main
+from vapl.core.backbones import build_backbone
+from vapl.core.yesno import read_answers
+from vapl.training.cli import build_cli
 
 QUIET = [
     "--trainer.enable_progress_bar=false",

@@ -2,9 +2,9 @@
 
 from vapl.methods.base import Baseline, MethodModule
 from vapl.methods.cam import GRADIA, HAICS, RESG, RESL, CAMGuided
+from vapl.methods.crayon import CRAYON, CRAYONAttention, CRAYONPruning, YesNoGuided
+from vapl.methods.learning_to_look import LearningToLook
 from vapl.methods.vapl import VAPL
-from vapl.methods.vlm import LearningToLook
-from vapl.methods.yesno import CRAYON, CRAYONAttention, CRAYONPruning, YesNoGuided
 
 __all__ = [
     "CRAYON",

@@ -10,9 +10,8 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
-from vapl.backbones import Classifier, build_backbone
-from vapl.explanation_metrics import EXPLANATION_METRICS, explanation_scores
-from vapl.metrics import classification_metrics
+from vapl.core.backbones import Classifier, build_backbone
+from vapl.core.metrics import EXPLANATION_METRICS, classification_metrics, explanation_scores
 
 STAGES = ("train", "val", "test")
 EXPLANATION_STAGES = ("val", "test")
@@ -26,7 +25,7 @@ class MethodModule(LightningModule):
     its ``unprompted`` head as ``{stage}/{metric}``.
 
     Where a validation or test batch has an ``explanation``, each head's Grad-CAM is scored against
-    it (``{stage}/{head}/iou`` and ``{stage}/{head}/pointing``, see :mod:`vapl.explanation_metrics`)
+    it (``{stage}/{head}/iou`` and ``{stage}/{head}/pointing``, see :mod:`vapl.core.metrics`)
     unless ``explanation_metrics=False``. :meth:`explanation_heads` says which network explains
     which head; by default a method's ``self.model`` explains ``unprompted``.
     """

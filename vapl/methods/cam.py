@@ -2,7 +2,7 @@
 
 Each is the Baseline plus an attention loss on its differentiable Grad-CAM: for the training samples
 that carry a prompt, the Grad-CAM of the true class on the last convolutional stage is min-max
-normalised and compared with the prompt brought to the CAM's resolution (see ``vapl/losses.py``
+normalised and compared with the prompt brought to the CAM's resolution (see ``vapl/core/losses.py``
 and docs/method.md for the losses as implemented and where they differ from the reference code).
 
 ``loss = CE(f(I), y) + attention_weight * L_attention``. Validation and test report the same
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vapl.losses import (
+from vapl.core.losses import (
     RES_FACTUAL,
     FactualImputation,
     coarse_annotation,
@@ -26,8 +26,7 @@ from vapl.losses import (
     res_g_loss,
     res_l_loss,
 )
-from vapl.methods.base import Baseline
-from vapl.saliency import (
+from vapl.core.saliency import (
     CAM_METHODS,
     NORMALIZATIONS,
     body_index,
@@ -37,6 +36,7 @@ from vapl.saliency import (
     grad_cam_from_features,
     normalize_cam,
 )
+from vapl.methods.base import Baseline
 
 
 class CAMGuided(Baseline):

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vapl.losses import activation_distance, parameter_distance
+from vapl.core.losses import activation_distance, parameter_distance
+from vapl.core.prompts import PRECLUDED
+from vapl.core.refine import MonotoneWeight, PromptRefiner, sample_seed
 from vapl.methods.base import MethodModule
-from vapl.prompts import PRECLUDED
-from vapl.refine import MonotoneWeight, PromptRefiner, sample_seed
 
 #: The epoch slot of the mask seed at validation, test and predict time: evaluation draws the same
 #: masks whatever epoch the model was saved at.

@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from vapl.cli import resolve_config
-from vapl.runs_reader import collect_runs
+from vapl.results.runs import collect_runs
+from vapl.training.configs import resolve_config
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def run_config(run: GridRun, wandb: bool) -> dict[str, Any]:
     if wandb:
         loggers.append(
             {
-                "class_path": "vapl.loggers.WandbRunLogger",
+                "class_path": "vapl.training.loggers.WandbRunLogger",
                 "init_args": {"save_dir": str(run.folder)},
             }
         )
@@ -107,7 +107,7 @@ def run_config(run: GridRun, wandb: bool) -> dict[str, Any]:
 
 def command(run: GridRun, overrides: list[str]) -> list[str]:
     """The ``vapl fit-test`` command line of a run (its ``run.yaml`` comes last)."""
-    args = [sys.executable, "-m", "vapl.cli", "fit-test"]
+    args = [sys.executable, "-m", "vapl", "fit-test"]
     for config in (*run.configs, str(run.folder / "run.yaml")):
         args += ["--config", config]
     return args + overrides
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             if options.fail_fast:
                 break
-    from vapl.report import main as report
+    from vapl.results.report import main as report
 
     report([str(settings["output"])])
     if failed:

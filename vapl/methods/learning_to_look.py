@@ -1,15 +1,15 @@
 """The VLM-guided baseline "Learning to Look" (Yang, Bhusal and Rastogi, 2025).
 
 A vision-language model draws an attention map for every training image from a text prompt
-(:mod:`vapl.vlm_maps`); the classifier's Grad-CAM of the true class is aligned with it:
+(:mod:`vapl.vlm.maps`); the classifier's Grad-CAM of the true class is aligned with it:
 
 ``loss = CE(f(I), y) + lambda * KL(P || softmax(cam))`` with ``P`` the map, brought to the CAM's
 resolution by average pooling, as a distribution over cells and ``cam`` the min-max normalised
-Grad-CAM (:func:`vapl.losses.attention_kl_loss`). Every training image gets a map; no human
+Grad-CAM (:func:`vapl.core.losses.attention_kl_loss`). Every training image gets a map; no human
 annotation (``prompt``) is used.
 
 The maps are computed once per training image before the first epoch and cached on disk
-(:mod:`vapl.map_cache`, keyed by model, prompts and image), or on the fly (``map_cache=False``).
+(:mod:`vapl.vlm.cache`, keyed by model, prompts and image), or on the fly (``map_cache=False``).
 They are looked up by sample id, so any datamodule of the sample contract works.
 """
 
@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from vapl.losses import attention_kl_loss
-from vapl.map_cache import MapCache
+from vapl.core.losses import attention_kl_loss
+from vapl.core.saliency import feature_map_and_logits
 from vapl.methods.cam import CAMGuided
-from vapl.saliency import feature_map_and_logits
+from vapl.vlm.cache import MapCache
 
 if TYPE_CHECKING:
-    from vapl.vlm_maps import VLMMapGenerator
+    from vapl.vlm.maps import VLMMapGenerator
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class LearningToLook(CAMGuided):
         vlm_weights: its checkpoint file, or a folder holding one; never downloaded.
         vlm_random_init: random generator weights instead (tests and the demo only).
         foreground_prompt, background_prompts, prompt_templates: the text (see
-            :class:`~vapl.vlm_maps.VLMMapGenerator`).
+            :class:`~vapl.vlm.maps.VLMMapGenerator`).
         map_method: ``gradcam`` (CLIP-ES) or ``similarity`` (patch-text similarity).
         map_threshold, map_dilation, map_edge_band: post-processing of the maps.
         map_cache: precompute the training maps once and cache them on disk; ``False`` computes
@@ -135,7 +135,7 @@ class LearningToLook(CAMGuided):
         self.map_store: MapCache | None = None
 
     def build_map_generator(self) -> VLMMapGenerator:
-        from vapl.vlm_maps import VLMMapGenerator  # open_clip only where maps are made
+        from vapl.vlm.maps import VLMMapGenerator  # open_clip only where maps are made
 
         hp = self.hparams
         return VLMMapGenerator(

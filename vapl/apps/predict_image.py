@@ -8,7 +8,7 @@ gives the prediction with the prompt (VAPL's prompted model on the refined promp
 ``--prompt`` both predictions are the unprompted one. Methods that do not take prompts at
 prediction time (the Baseline, the CAM family) give their single prediction.
 
-Images: DICOM, NIfTI (one slice), PNG, JPEG or NPY (:mod:`vapl.scan_io`). The image is prepared
+Images: DICOM, NIfTI (one slice), PNG, JPEG or NPY (:mod:`vapl.apps.scan_io`). The image is prepared
 as the model's training data was: scaled to [0, 1] (DICOM/NIfTI through ``--window``), resized to
 the training ``image_size`` and normalised by ``(x - mean) / std``. ``image_size``, ``mean`` and
 ``std`` come from the checkpoint's data settings when it has them (FolderDataModule), else from
@@ -17,7 +17,7 @@ program: red where the model must look, yellow where it must not (see docs/platf
 
 From Python::
 
-    from vapl.predict_image import load_method, predict_files
+    from vapl.apps.predict_image import load_method, predict_files
     result = predict_files("model.ckpt", "scan.dcm", "drawn.png")
     result.prompted_probs, result.unprompted_probs, result.refined_prompt
     result.save_figure("out.png")
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from vapl.apps.scan_io import read_drawn_prompt, read_scan, write_dicom
+from vapl.core.figures import grad_cam_maps, panel_networks, sample_tiles, save_panel_figure
+from vapl.core.prompts import empty_prompt, resize_prompt
 from vapl.methods.base import MethodModule
-from vapl.panels import grad_cam_maps, panel_networks, sample_tiles, save_panel_figure
-from vapl.prompts import empty_prompt, resize_prompt
-from vapl.scan_io import read_drawn_prompt, read_scan, write_dicom
 
 
 @dataclass
@@ -213,7 +213,7 @@ def write_demo_case(folder: str | Path, image_size: int = 48, seed: int = 0) -> 
     from PIL import Image
 
     from datamodules.synthetic import make_synthetic_split
-    from vapl.prompts import INDISPENSABLE, PRECLUDED
+    from vapl.core.prompts import INDISPENSABLE, PRECLUDED
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 A mask is the prompt ``D`` with its undecided pixels switched on or off:
 ``M_i = 1[D = indispensable] + 1[D = undecided] * R_i``, where ``R_i`` is the *draw*, a binary
 field of the image's size that does not depend on the prompt. Everything fast in
-:mod:`vapl.refine` rests on that split: a draw is generated once per seed and serves every sample
+:mod:`vapl.core.refine` rests on that split: a draw is generated once per seed and serves every sample
 that uses the seed, and ``sum_i w_i M_i`` becomes one matrix product with the draws.
 
 Draws come in blocks of :data:`MASK_BLOCK` masks, block ``b`` of seed ``s`` from a generator
@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 import torch
 
-from vapl.prompts import INDISPENSABLE, UNDECIDED
+from vapl.core.prompts import INDISPENSABLE, UNDECIDED
 
 #: Masks are drawn in blocks of this many, each block from its own seeded generator, so the masks
 #: of a sample do not depend on the chunk size used to score them.

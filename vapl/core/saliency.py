@@ -1,4 +1,4 @@
-"""Grad-CAM and CAM on a :class:`~vapl.backbones.Classifier`, differentiable so that an attention
+"""Grad-CAM and CAM on a :class:`~vapl.core.backbones.Classifier`, differentiable so that an attention
 loss can train the network through them. Plain torch, no Lightning import.
 
 Grad-CAM (Selvaraju et al., 2017) of class ``k`` on a feature map ``F`` [C, h, w]:
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vapl.backbones import Classifier
+from vapl.core.backbones import Classifier
 
 CAM_METHODS = ("gradcam", "cam")
 NORMALIZATIONS = ("minmax", "relu")

@@ -29,12 +29,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_warn
 
-from vapl.runs import RunIdentity, identity_from_config
+from vapl.training.run_names import RunIdentity, identity_from_config
 
 WandbMode = Literal["online", "offline", "disabled"]
 DEFAULT_BASE_URL = "https://api.wandb.ai"
-DASHBOARD_CALLBACK = "vapl.callbacks.WandbDashboard"
-WANDB_RUN_LOGGER = "vapl.loggers.WandbRunLogger"
+DASHBOARD_CALLBACK = "vapl.training.callbacks.WandbDashboard"
+WANDB_RUN_LOGGER = "vapl.training.loggers.WandbRunLogger"
 
 
 def wandb_hosts(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -209,7 +209,7 @@ def fill_run_names(config: Any) -> RunIdentity | None:
       vapl's :class:`WandbRunLogger` also the data set as group and the method as tags;
     * every CSV logger with ``name: null`` gets ``DATASET/RUN_NAME`` (so its folder is
       ``save_dir/DATASET/RUN_NAME/version_N``);
-    * with a W&B logger, the :class:`~vapl.callbacks.WandbDashboard` callback is added unless one
+    * with a W&B logger, the :class:`~vapl.training.callbacks.WandbDashboard` callback is added unless one
       is configured.
 
     Returns the run's identity, or ``None`` when no logger needed it (then nothing changes).

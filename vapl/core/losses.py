@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vapl.prompts import INDISPENSABLE, PRECLUDED
+from vapl.core.prompts import INDISPENSABLE, PRECLUDED
 
 
 def parameter_distance(

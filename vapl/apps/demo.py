@@ -1,4 +1,4 @@
-"""``python -m vapl.demo`` (``make demo``): VAPL and the Baseline on the built-in demo data.
+"""``python -m vapl.apps.demo`` (``make demo``): VAPL and the Baseline on the built-in demo data.
 
 Trains and tests both through the ``vapl`` CLI with ``configs/demo.yaml``, prints their test
 metrics side by side, and draws a few test samples with their prompts and refined prompts.
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from vapl.cli import build_cli
-from vapl.metrics import METRIC_NAMES
+from vapl.core.metrics import METRIC_NAMES
+from vapl.training.cli import build_cli
 
 METHODS = {
     "VAPL": [],
@@ -60,7 +60,7 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 def draw_examples(results: dict[str, dict[str, float]], path: Path, count: int = 4) -> Path:
     """Test samples with prompt, refined prompt, each model's Grad-CAM and its prediction."""
-    from vapl.panels import grad_cam_maps, sample_tiles, save_panel_figure
+    from vapl.core.figures import grad_cam_maps, sample_tiles, save_panel_figure
 
     module = results["VAPL"]["_module"]
     dataset = results["VAPL"]["_datamodule"].datasets["test"]

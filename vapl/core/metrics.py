@@ -1,5 +1,8 @@
-"""Explanation metrics: how well a model's Grad-CAM matches a ground-truth explanation.
+"""Metrics under the names every method logs (see docs/architecture.md).
 
+Classification: acc, precision, recall and f1 (:func:`classification_metrics`).
+
+Explanation: how well a model's Grad-CAM matches a ground-truth explanation.
 * IoU: the Grad-CAM, min-max normalised, upsampled to the image and thresholded (at 0.5, as the
   RES evaluation does), against the explanation (> 0.5); one value per sample.
 * Pointing game (Zhang et al., 2018): 1 if the Grad-CAM's maximum lies inside the explanation.
@@ -12,9 +15,46 @@ compare across methods. Plain torch, no Lightning import.
 from __future__ import annotations
 
 import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryF1Score,
+    BinaryPrecision,
+    BinaryRecall,
+    MulticlassAccuracy,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
 
-from vapl.backbones import Classifier
-from vapl.saliency import grad_cam, normalize_cam, upsample_cam
+from vapl.core.backbones import Classifier
+from vapl.core.saliency import grad_cam, normalize_cam, upsample_cam
+
+METRIC_NAMES = ("acc", "precision", "recall", "f1")
+
+
+def classification_metrics(num_classes: int) -> MetricCollection:
+    """acc, precision, recall and f1 of predicted classes: binary (class 1 positive) for two
+    classes, macro averages for more. Updated with ``(predicted class, label)``."""
+    if num_classes == 2:
+        return MetricCollection(
+            {
+                "acc": BinaryAccuracy(),
+                "precision": BinaryPrecision(),
+                "recall": BinaryRecall(),
+                "f1": BinaryF1Score(),
+            }
+        )
+    kwargs = {"num_classes": num_classes, "average": "macro"}
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
+            "precision": MulticlassPrecision(**kwargs),
+            "recall": MulticlassRecall(**kwargs),
+            "f1": MulticlassF1Score(**kwargs),
+        }
+    )
+
 
 IOU_THRESHOLD = 0.5
 EXPLANATION_METRICS = ("iou", "pointing")

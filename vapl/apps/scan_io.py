@@ -18,7 +18,7 @@ trained on LIDC or Pancreas sees a new scan the same way round.
 Prompts drawn in a paint program (:func:`read_drawn_prompt`): in a colour PNG, red pixels are
 indispensable, yellow precluded and everything else (the image underneath, white, transparency)
 undecided, so you can paint straight onto a copy of the image. A grayscale PNG or an NPY file is
-read by :func:`vapl.prompts.read_prompt` (255 / 0 / other; -1 / 0 / 1).
+read by :func:`vapl.core.prompts.read_prompt` (255 / 0 / other; -1 / 0 / 1).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from datamodules.io.nifti import NiftiError
 from datamodules.io.nifti import read_nifti as read_nifti_volume
 from datamodules.io.orientation import OrientationError, canonical_slice
-from vapl.prompts import PromptError, prompt_from_masks, read_prompt
+from vapl.core.prompts import PromptError, prompt_from_masks, read_prompt
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

@@ -1,9 +1,10 @@
-"""Image panels of samples: image, prompt, refined prompt and the Grad-CAM of each model.
+"""Figures of samples: prompts as pictures (indispensable red, precluded yellow) and panels of
+image, prompt, refined prompt and the Grad-CAM of each model.
 
 Used by the W&B dashboard callback (every few validation epochs) and by prompted prediction on
 one image. Plain torch and numpy: no Lightning import.
 
-Grad-CAM comes from :mod:`vapl.saliency`.
+Grad-CAM comes from :mod:`vapl.core.saliency`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,32 @@ from typing import Any
 import numpy as np
 import torch
 
-from vapl.backbones import Classifier
-from vapl.saliency import grad_cam, normalize_cam, upsample_cam
-from vapl.visualize import gray_image, prompt_overlay
+from vapl.core.backbones import Classifier
+from vapl.core.prompts import INDISPENSABLE, PRECLUDED
+from vapl.core.saliency import grad_cam, normalize_cam, upsample_cam
+
+RED = (1.0, 0.0, 0.0)
+YELLOW = (1.0, 0.85, 0.0)
+
+
+def gray_image(image: torch.Tensor) -> np.ndarray:
+    """[H, W] in [0, 1]: the image ([C, H, W] or [H, W]) averaged over channels, min-max scaled."""
+    array = image.detach().float().cpu()
+    array = array.mean(dim=0) if array.ndim == 3 else array
+    low, high = float(array.min()), float(array.max())
+    return ((array - low) / max(high - low, 1e-12)).numpy()
+
+
+def prompt_overlay(image: torch.Tensor, prompt: torch.Tensor, alpha: float = 0.5) -> np.ndarray:
+    """RGB [H, W, 3]: the image in gray, indispensable pixels tinted red, precluded yellow."""
+    gray = gray_image(image)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    prompt_np = prompt.detach().cpu().numpy()
+    for value, colour in ((INDISPENSABLE, RED), (PRECLUDED, YELLOW)):
+        where = prompt_np == value
+        rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(colour)
+    return rgb
+
 
 #: Smallest side of a panel tile in pixels: small images are enlarged (nearest) to be readable.
 MIN_TILE = 96

@@ -15,12 +15,12 @@ from typing import Any
 
 from lightning.pytorch.loggers import WandbLogger
 
-from vapl.wandb_records import wait_until_finished
+from vapl.training.wandb_records import wait_until_finished
 
 
 def fit_then_test(args: list[str]) -> dict[str, float]:
     """Fit with the ``vapl fit`` arguments ``args``, test, and return the test metrics."""
-    from vapl.cli import build_cli
+    from vapl.training.cli import build_cli
 
     cli = build_cli(["fit", *args])
     trainer = cli.trainer
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__)
         print("The options of `vapl fit` follow:\n")
-        from vapl.cli import build_cli
+        from vapl.training.cli import build_cli
 
         build_cli(["fit", "--help"])
         return

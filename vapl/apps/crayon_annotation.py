@@ -33,10 +33,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from datamodules.transforms import JointRandomFlip
-from vapl.methods.yesno import MAPS_FILE, load_classifier_state
-from vapl.saliency import feature_stride, grad_cam_from_features, upsample_cam
-from vapl.visualize import gray_image
-from vapl.yesno import (
+from vapl.core.figures import gray_image
+from vapl.core.saliency import feature_stride, grad_cam_from_features, upsample_cam
+from vapl.core.yesno import (
     MAYBE,
     AnswerError,
     Answers,
@@ -49,6 +48,7 @@ from vapl.yesno import (
     scale_to_max,
     write_answers,
 )
+from vapl.methods.crayon import MAPS_FILE, load_classifier_state
 
 ANSWERS_FILE = "answers.csv"
 TEMPLATE_FILE = "answers_template.csv"
@@ -84,7 +84,7 @@ def export(
     pictures: bool = True,
 ) -> Path:
     """Stage 1; returns the path of ``maps.pt``."""
-    from vapl.cli import build_cli
+    from vapl.training.cli import build_cli
 
     cli = build_cli(_with_baseline(cli_args), run=False)
     classifier = cli.model.model

@@ -27,9 +27,15 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from vapl.metrics import METRIC_NAMES
-from vapl.panels import grad_cam_maps, panel_networks, sample_tiles, save_panel_figure, tile_strip
-from vapl.runs import dataset_name, identity_from_config, method_name
+from vapl.core.figures import (
+    grad_cam_maps,
+    panel_networks,
+    sample_tiles,
+    save_panel_figure,
+    tile_strip,
+)
+from vapl.core.metrics import METRIC_NAMES
+from vapl.training.run_names import dataset_name, identity_from_config, method_name
 
 
 def _is_better(key: str, new: float, old: float | None) -> bool:

@@ -2,7 +2,7 @@
 
 Plain torch, no Lightning import. The pieces:
 
-* :class:`~vapl.masks.MaskSampler` (in :mod:`vapl.masks`) draws the binary masks ``M_i`` of a
+* :class:`~vapl.core.masks.MaskSampler` (in :mod:`vapl.core.masks`) draws the binary masks ``M_i`` of a
   prompt ``D`` from a seed, block by block, so the same masks can be drawn again without ever
   holding all N. A mask is ``1[D = indispensable] + 1[D = undecided] * R_i`` with ``R_i`` a draw
   that does not depend on the prompt: samples given the same seed share their draws.
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vapl.masks import MASK_BLOCK, MaskSampler
+from vapl.core.masks import MASK_BLOCK, MaskSampler
 
 __all__ = [
     "MASK_BLOCK",
@@ -295,7 +295,7 @@ class PromptRefiner(nn.Module):
     """Turns prompts into refined prompts ``A`` in [0, 1] (eq. 3, or eq. 1 with ``weight_fn=None``).
 
     Holds g (when learned) and the mask sampler; the prompted model is passed in at each call.
-    ``balanced=True`` draws balanced masks (see :mod:`vapl.masks`); ``autocast=True`` scores under
+    ``balanced=True`` draws balanced masks (see :mod:`vapl.core.masks`); ``autocast=True`` scores under
     bf16 autocast (GPUs, and CPUs with AMX; the refined prompt is still float32);
     ``channels_last=False`` scores NCHW images (faster for some models, see docs/performance.md).
     """

@@ -2,7 +2,7 @@
 
 * :class:`CRAYONAttention`: ``CE + alpha / n_yes * sum_yes relevant + beta / n_no * sum_no
   irrelevant`` on the current Grad-CAM against the stored Grad-CAM of the original model
-  (:mod:`vapl.yesno`); all parameters are fine-tuned.
+  (:mod:`vapl.core.yesno`); all parameters are fine-tuned.
 * :class:`CRAYONPruning`: the neurons of the last convolutional stage answered "no" are masked in
   the feature map (training, validation, test, predict); only the FC layer is retrained with CE.
 * :class:`CRAYON`: both: the mask applied (so the Grad-CAM of a pruned channel is zero) and all
@@ -10,7 +10,7 @@
 
 Each starts from ``init_checkpoint`` (a Baseline checkpoint or a classifier state dict). The
 answers CSV and the stored maps (``maps``, default ``maps.pt`` next to the answers) come from
-``vapl crayon export`` and ``vapl crayon answer`` (see :mod:`vapl.crayon` and docs/method.md); they
+``vapl crayon export`` and ``vapl crayon answer`` (see :mod:`vapl.apps.crayon_annotation` and docs/method.md); they
 are read when fitting starts, so a saved checkpoint (which holds the mask) tests and predicts
 without them.
 """
@@ -23,10 +23,18 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vapl.backbones import Classifier
+from vapl.core.backbones import Classifier
+from vapl.core.saliency import feature_map_and_logits, grad_cam_from_features
+from vapl.core.yesno import (
+    MAYBE,
+    NO,
+    YES,
+    NeuronMask,
+    read_answers,
+    scale_to_max,
+    yesno_attention_loss,
+)
 from vapl.methods.base import Baseline
-from vapl.saliency import feature_map_and_logits, grad_cam_from_features
-from vapl.yesno import MAYBE, NO, YES, NeuronMask, read_answers, scale_to_max, yesno_attention_loss
 
 MAPS_FILE = "maps.pt"
 

@@ -1,9 +1,9 @@
 """Finished runs on disk, from CSV logs and W&B run folders, as one list of results.
 
 * A CSV run is a folder with ``metrics.csv`` and the ``config.yaml`` the ``vapl`` command writes
-  next to it (the config says the method, data set and seed: :mod:`vapl.runs`). It is finished
+  next to it (the config says the method, data set and seed: :mod:`vapl.training.run_names`). It is finished
   when ``metrics.csv`` holds test metrics.
-* A W&B run is a ``wandb/offline-run-*`` (or ``run-*``) folder (:mod:`vapl.wandb_records`); its
+* A W&B run is a ``wandb/offline-run-*`` (or ``run-*``) folder (:mod:`vapl.training.wandb_records`); its
   config holds the same resolved config. It is finished when it ended with exit code 0 and has
   test metrics in its summary.
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from vapl.runs import RunIdentity, identity_from_config
-from vapl.wandb_records import WandbRecordError, find_wandb_runs, read_wandb_run
+from vapl.training.run_names import RunIdentity, identity_from_config
+from vapl.training.wandb_records import WandbRecordError, find_wandb_runs, read_wandb_run
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """``vapl report RUNS...``: the paper's comparison tables from finished runs.
 
 Reads every finished run under the given folders (CSV logs and W&B run folders, see
-:mod:`vapl.runs_reader`) and writes to ``--out`` (default ``FIRST_FOLDER/report``):
+:mod:`vapl.results.runs`) and writes to ``--out`` (default ``FIRST_FOLDER/report``):
 
 * ``report.md`` and ``report.tex``: per data set, methods by accuracy, precision, recall and F1
   on the test split, as mean ± standard deviation over seeds (in percent; the sample standard
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from vapl.metrics import METRIC_NAMES
-from vapl.runs_reader import RunResult, collect_runs
+from vapl.core.metrics import METRIC_NAMES
+from vapl.results.runs import RunResult, collect_runs
 
 HEADS = ("prompted", "unprompted")
 METRIC_TITLES = {"acc": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1"}

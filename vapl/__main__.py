@@ -1,0 +1,5 @@
+"""``python -m vapl ARGS`` is the ``vapl`` command."""
+
+from vapl.command import main
+
+main()

@@ -1,0 +1,1 @@
+"""End-user tools: prediction on one image, scan reading, the demo, CRAYON's annotation commands."""

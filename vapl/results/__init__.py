@@ -1,0 +1,1 @@
+"""Finished runs: reading run folders, the comparison report, the benchmark grid of runs."""

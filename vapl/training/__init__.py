@@ -1,0 +1,1 @@
+"""Training from configs: LightningCLI, the config lookup, callbacks, loggers, fit-then-test."""
