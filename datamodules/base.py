@@ -90,11 +90,24 @@ class PromptedDataModule(LightningDataModule):
 
     num_classes: int = 2
     in_channels: int = 1
+    #: Constructor arguments that are not hyperparameters (objects, not settings).
+    hparams_ignore: tuple[str, ...] = ()
 
     def __init__(
         self, batch_size: int = 16, num_workers: int = 0, seed: int = 0, predict_split: str = "test"
     ) -> None:
+        """Settings every datamodule shares; subclasses take their own and forward these by keyword.
+
+        Args:
+            batch_size: samples per batch (per process under DDP).
+            num_workers: dataloader worker processes (0: load in the main process).
+            seed: seed of the shuffling order and of every random choice the data make (which
+                samples carry prompts, how prompts are made incomplete, splits).
+            predict_split: the split ``vapl predict`` runs on.
+        """
         super().__init__()
+        # Every subclass's arguments too: this collects the __init__ frames of the whole chain.
+        self.save_hyperparameters(ignore=list(self.hparams_ignore))
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -184,13 +185,9 @@ class FolderDataModule(PromptedDataModule):
         classes: list[str] | None = None,
         augment: bool = False,
         cache: bool = False,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_split: str = "test",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, predict_split)
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
         self.root = Path(root).expanduser()

@@ -88,8 +88,6 @@ class LIDCDataModule(MedicalSliceDataModule):
     def __init__(
         self,
         root: str = "data/LIDC-IDRI",
-        cache_dir: str | None = None,
-        image_size: int = 224,
         window_level: float = LUNG_WINDOW[0],
         window_width: float = LUNG_WINDOW[1],
         consensus: float = 0.5,
@@ -99,36 +97,9 @@ class LIDCDataModule(MedicalSliceDataModule):
         n_train: int = 100,
         n_val: int = 1200,
         n_test: int | None = 1200,
-        balanced: bool = True,
-        keep_fraction: float = 0.5,
-        jitter: int = 1,
-        prompt_fraction: float = 1.0,
-        augment: bool = False,
-        strict: bool = False,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_split: str = "test",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root,
-            cache_dir,
-            image_size,
-            n_train,
-            n_val,
-            n_test,
-            balanced,
-            keep_fraction,
-            jitter,
-            prompt_fraction,
-            augment,
-            strict,
-            batch_size,
-            num_workers,
-            seed,
-            predict_split,
-        )
-        self.save_hyperparameters()
+        super().__init__(root=root, n_train=n_train, n_val=n_val, n_test=n_test, **kwargs)
         if not 0.0 < consensus <= 1.0:
             raise ValueError(f"consensus must be in (0, 1], got {consensus}")
         self.window = (window_level, window_width)

@@ -114,23 +114,20 @@ class MedicalSliceDataModule(PromptedDataModule, ABC):
     def __init__(
         self,
         root: str,
-        cache_dir: str | None,
-        image_size: int,
         n_train: int,
         n_val: int,
         n_test: int | None,
-        balanced: bool,
-        keep_fraction: float,
-        jitter: int,
-        prompt_fraction: float,
-        augment: bool,
-        strict: bool,
-        batch_size: int,
-        num_workers: int,
-        seed: int,
-        predict_split: str,
+        cache_dir: str | None = None,
+        image_size: int = 224,
+        balanced: bool = True,
+        keep_fraction: float = 0.5,
+        jitter: int = 1,
+        prompt_fraction: float = 1.0,
+        augment: bool = False,
+        strict: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, predict_split)
+        super().__init__(**kwargs)
         self.num_classes = 2
         self.in_channels = 1
         self.root = Path(root).expanduser()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import colorsys
 from abc import ABC, abstractmethod
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,11 +129,9 @@ class MnistVariantDataModule(PromptedDataModule, ABC):
         augment: bool = False,
         crop_padding: int = 2,
         batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_split: str = "test",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, predict_split)
+        super().__init__(batch_size=batch_size, **kwargs)
         if val_rule not in RULES:
             raise ValueError(f"val_rule is 'train' or 'test', got {val_rule!r}")
         if not 0.0 < val_fraction < 1.0:
@@ -226,47 +225,13 @@ class DecoyMNISTDataModule(MnistVariantDataModule):
         self,
         root: str,
         construction: str = "rrr",
-        n_train: int = -1,
-        n_val: int = -1,
-        n_test: int = -1,
-        val_fraction: float = 0.1,
-        val_rule: str = "train",
-        n_prompted_train: int = -1,
-        eval_prompts: bool = True,
-        keep_fraction: float = 0.5,
-        jitter: int = 0,
-        stroke_threshold: float = 0.2,
-        augment: bool = False,
-        crop_padding: int = 2,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_split: str = "test",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root,
-            n_train,
-            n_val,
-            n_test,
-            val_fraction,
-            val_rule,
-            n_prompted_train,
-            eval_prompts,
-            keep_fraction,
-            jitter,
-            stroke_threshold,
-            augment,
-            crop_padding,
-            batch_size,
-            num_workers,
-            seed,
-            predict_split,
-        )
+        super().__init__(root=root, **kwargs)
         if construction not in DECOY_CONSTRUCTIONS:
             raise ValueError(
                 f"construction is one of {', '.join(DECOY_CONSTRUCTIONS)}, got {construction!r}"
             )
-        self.save_hyperparameters()
 
     def construct(
         self, digits: torch.Tensor, labels: torch.Tensor, rule: str, generator: torch.Generator
@@ -285,47 +250,13 @@ class ColorMNISTDataModule(MnistVariantDataModule):
         root: str,
         precluded_region: str = "background",
         background_margin: int = 2,
-        n_train: int = -1,
-        n_val: int = -1,
-        n_test: int = -1,
-        val_fraction: float = 0.1,
-        val_rule: str = "train",
-        n_prompted_train: int = -1,
-        eval_prompts: bool = True,
-        keep_fraction: float = 0.5,
-        jitter: int = 0,
-        stroke_threshold: float = 0.2,
-        augment: bool = False,
-        crop_padding: int = 2,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_split: str = "test",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root,
-            n_train,
-            n_val,
-            n_test,
-            val_fraction,
-            val_rule,
-            n_prompted_train,
-            eval_prompts,
-            keep_fraction,
-            jitter,
-            stroke_threshold,
-            augment,
-            crop_padding,
-            batch_size,
-            num_workers,
-            seed,
-            predict_split,
-        )
+        super().__init__(root=root, **kwargs)
         if precluded_region not in ("background", "none"):
             raise ValueError(
                 f"precluded_region is 'background' or 'none', got {precluded_region!r}"
             )
-        self.save_hyperparameters()
 
     def construct(
         self, digits: torch.Tensor, labels: torch.Tensor, rule: str, generator: torch.Generator

@@ -69,8 +69,6 @@ class PancreasDataModule(MedicalSliceDataModule):
         msd_dir: str = "Task07_Pancreas",
         normal_dir: str = "Pancreas-CT",
         normal_label_dir: str = "TCIA_pancreas_labels-02-05-2017",
-        cache_dir: str | None = None,
-        image_size: int = 224,
         window_level: float = ABDOMEN_WINDOW[0],
         window_width: float = ABDOMEN_WINDOW[1],
         min_region_pixels: int = 1,
@@ -78,36 +76,9 @@ class PancreasDataModule(MedicalSliceDataModule):
         n_train: int = 30,
         n_val: int = 30,
         n_test: int | None = None,
-        balanced: bool = True,
-        keep_fraction: float = 0.5,
-        jitter: int = 1,
-        prompt_fraction: float = 1.0,
-        augment: bool = False,
-        strict: bool = False,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_split: str = "test",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            root,
-            cache_dir,
-            image_size,
-            n_train,
-            n_val,
-            n_test,
-            balanced,
-            keep_fraction,
-            jitter,
-            prompt_fraction,
-            augment,
-            strict,
-            batch_size,
-            num_workers,
-            seed,
-            predict_split,
-        )
-        self.save_hyperparameters()
+        super().__init__(root=root, n_train=n_train, n_val=n_val, n_test=n_test, **kwargs)
         if prompt_source not in PROMPT_SOURCES:
             raise ValueError(
                 f"prompt_source must be one of {PROMPT_SOURCES}, got {prompt_source!r}"

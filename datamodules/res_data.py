@@ -27,6 +27,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -262,13 +263,9 @@ class ResDataModule(PromptedDataModule):
         augment: bool = True,
         crop_padding: int = 0,
         on_bad_input: str = "skip",
-        batch_size: int = 16,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_split: str = "test",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, predict_split)
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         check_on_bad_input(on_bad_input)
         self.num_classes = len(self.class_names)
         self.in_channels = 3

@@ -14,6 +14,8 @@ Generated in memory from a seed; nothing is downloaded or read from disk.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -119,13 +121,9 @@ class SyntheticDataModule(PromptedDataModule):
         keep_fraction: float = 0.6,
         prompt_fraction: float = 1.0,
         augment: bool = False,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        seed: int = 0,
-        predict_split: str = "test",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, predict_split)
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         self.num_classes = 2
         self.in_channels = 1
 

@@ -84,6 +84,8 @@ class TextPromptDataModule(PromptedDataModule):
         map_batch_size: images per generator call.
     """
 
+    hparams_ignore = ("datamodule",)
+
     def __init__(
         self,
         datamodule: PromptedDataModule,
@@ -103,7 +105,10 @@ class TextPromptDataModule(PromptedDataModule):
         map_batch_size: int = 32,
     ) -> None:
         super().__init__(
-            datamodule.batch_size, datamodule.num_workers, datamodule.seed, datamodule.predict_split
+            batch_size=datamodule.batch_size,
+            num_workers=datamodule.num_workers,
+            seed=datamodule.seed,
+            predict_split=datamodule.predict_split,
         )
         map_to_prompt(torch.zeros(1), indispensable_above, precluded_below)  # checks the pair
         _restore_nested_hparams(datamodule)

@@ -43,8 +43,8 @@ def test_fit_then_test_on_the_demo_config_logs_the_shared_metric_keys(tmp_path, 
     phases = ["--model.init_args.f_steps=1", "--model.init_args.g_steps=1"]
     cli = build_cli(["fit", "--config", "demo.yaml", *TINY, *phases])
     assert isinstance(cli.model, VAPL)
-    assert cli.model.num_classes == cli.datamodule.num_classes == 2
-    assert cli.model.in_channels == cli.datamodule.in_channels == 1
+    assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 2
+    assert cli.model.hparams.in_channels == cli.datamodule.in_channels == 1
     checkpoint = next(tmp_path.rglob("*.ckpt"))
     build_cli(["test", "--config", "demo.yaml", *TINY, "--ckpt_path", str(checkpoint)])
     keys = _logged_keys(tmp_path / "runs")
@@ -59,7 +59,7 @@ def test_a_method_overlay_composes_after_the_dataset_config(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     cli = build_cli(["fit", "--config", "demo.yaml", "--config", "methods/baseline.yaml", *FAST])
     assert isinstance(cli.model, Baseline)
-    assert cli.model.backbone_name == "tiny"  # kept from the dataset config
+    assert cli.model.hparams.backbone == "tiny"  # kept from the dataset config
 
 
 @pytest.mark.parametrize("overlay", ["vapl1", "vapl2", "vapl3", "vapl4"])

@@ -319,7 +319,7 @@ def test_cli_fit_and_test_on_a_generated_folder(tmp_path: Path) -> None:
             str(tmp_path),
         ]
     )
-    assert (cli.model.num_classes, cli.model.in_channels) == (2, 3)
+    assert (cli.model.hparams.num_classes, cli.model.hparams.in_channels) == (2, 3)
     cli.trainer.test(cli.model, datamodule=cli.datamodule)
     keys = {"test/prompted/acc", "test/unprompted/acc"}
     assert keys <= set(cli.trainer.callback_metrics)

@@ -285,5 +285,5 @@ def test_cli_fit_on_a_generated_tree(lidc, tmp_path, monkeypatch):
         ]
     )  # fmt: skip
     assert cli.trainer.state.finished
-    assert cli.model.in_channels == 1 and cli.model.num_classes == 2
+    assert cli.model.hparams.in_channels == 1 and cli.model.hparams.num_classes == 2
     assert "val/prompted/acc" in cli.trainer.callback_metrics

@@ -51,7 +51,7 @@ def test_res_configs_fit(tmp_path, config, dataset):
         "--data.init_args.crop_padding=2",
     )
     assert type(cli.datamodule).__name__ == f"{dataset.capitalize()}DataModule"
-    assert (cli.model.num_classes, cli.model.in_channels) == (2, 3)
+    assert (cli.model.hparams.num_classes, cli.model.hparams.in_channels) == (2, 3)
     assert cli.trainer.state.finished
     assert "train/prompted/loss" in cli.trainer.callback_metrics
 
@@ -68,7 +68,7 @@ def test_mnist_configs_fit(tmp_path, config, channels):
         "--trainer.fast_dev_run=true",
         "--data.init_args.batch_size=8",
     )
-    assert (cli.model.num_classes, cli.model.in_channels) == (10, channels)
+    assert (cli.model.hparams.num_classes, cli.model.hparams.in_channels) == (10, channels)
     assert cli.trainer.state.finished
     assert "val/prompted/acc" in cli.trainer.callback_metrics
 

@@ -119,7 +119,7 @@ def export(
     channels = torch.arange(peak_values.shape[1])[:, None]
     concept_cells = peak_where[concept_images, channels]  # [C, k, 2]
     image_size = tuple(dataset[0]["image"].shape[-2:])
-    stride = feature_stride(classifier, cli.model.in_channels)
+    stride = feature_stride(classifier, cli.model.hparams.in_channels)
     size = patch_size or 2 * stride
     concept_boxes = torch.tensor(
         [[patch_box(cell, stride, size, image_size) for cell in row] for row in concept_cells]

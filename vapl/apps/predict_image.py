@@ -191,7 +191,7 @@ def predict_files(
 ) -> PromptedPrediction:
     """:func:`predict_image` from files; ``preprocessing``: ``image_size``, ``mean``, ``std``."""
     model, data_settings = load_method(checkpoint)
-    image = read_scan(image_path, model.in_channels, window, slice_index)
+    image = read_scan(image_path, model.hparams.in_channels, window, slice_index)
     prompt = None
     if prompt_path is not None:
         prompt = read_drawn_prompt(prompt_path, tuple(image.shape[-2:]), prompt_kind)

@@ -43,13 +43,22 @@ class MethodModule(LightningModule):
         weight_decay: float = 0.0,
         explanation_metrics: bool = True,
     ) -> None:
+        """Settings every method shares; subclasses take their own and forward these by keyword.
+
+        Args:
+            num_classes: number of classes (the CLI links it to the datamodule's).
+            in_channels: image channels (the CLI links it to the datamodule's).
+            backbone: ``resnet18`` or ``tiny`` (a small CNN for tests and the demo).
+            backbone_weights: a local file of pretrained weights for the backbone; ``None``:
+                random initialisation. Never downloaded.
+            lr: Adam's learning rate.
+            weight_decay: Adam's weight decay.
+            explanation_metrics: score each head's Grad-CAM against the batch's explanation in
+                validation and test (IoU and pointing game), where the data set has one.
+        """
         super().__init__()
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.backbone_name = backbone
-        self.backbone_weights = backbone_weights
-        self.lr = lr
-        self.weight_decay = weight_decay
+        # Every subclass's arguments too: this collects the __init__ frames of the whole chain.
+        self.save_hyperparameters()
         self.metrics = nn.ModuleDict(
             {
                 f"{stage}_{head}": classification_metrics(num_classes)
@@ -57,7 +66,6 @@ class MethodModule(LightningModule):
                 for head in self.heads
             }
         )
-        self.explanation_metrics = explanation_metrics
         self.explanation_scores = nn.ModuleDict(
             {
                 f"{stage}_{head}_{name}": MeanMetric()
@@ -68,11 +76,12 @@ class MethodModule(LightningModule):
         )
 
     def make_backbone(self) -> Classifier:
+        hp = self.hparams
         return build_backbone(
-            self.backbone_name,
-            num_classes=self.num_classes,
-            in_channels=self.in_channels,
-            weights=self.backbone_weights,
+            hp.backbone,
+            num_classes=hp.num_classes,
+            in_channels=hp.in_channels,
+            weights=hp.backbone_weights,
         )
 
     # ----- metrics -------------------------------------------------------------------------
@@ -107,7 +116,7 @@ class MethodModule(LightningModule):
         )
 
     def _update_explanation_metrics(self, stage: str, batch: Any, outputs: Any) -> None:
-        if not self.explanation_metrics or not isinstance(batch, dict):
+        if not self.hparams.explanation_metrics or not isinstance(batch, dict):
             return
         if batch.get("explanation") is None:
             return
@@ -154,8 +163,9 @@ class MethodModule(LightningModule):
 
     # ----- optimisation --------------------------------------------------------------------
     def make_optimizer(self, parameters: Any, lr: float | None = None) -> torch.optim.Optimizer:
+        hp = self.hparams
         return torch.optim.Adam(
-            parameters, lr=self.lr if lr is None else lr, weight_decay=self.weight_decay
+            parameters, lr=hp.lr if lr is None else lr, weight_decay=hp.weight_decay
         )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -165,26 +175,9 @@ class MethodModule(LightningModule):
 class Baseline(MethodModule):
     """The backbone trained with cross-entropy only: the reference every method is compared with."""
 
-    def __init__(
-        self,
-        num_classes: int = 2,
-        in_channels: int = 3,
-        backbone: str = "resnet18",
-        backbone_weights: str | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        explanation_metrics: bool = True,
-    ) -> None:
-        super().__init__(
-            num_classes,
-            in_channels,
-            backbone,
-            backbone_weights,
-            lr,
-            weight_decay,
-            explanation_metrics=explanation_metrics,
-        )
-        self.save_hyperparameters()
+    def __init__(self, **kwargs: Any) -> None:
+        """Args: those of :class:`MethodModule`."""
+        super().__init__(**kwargs)
         self.model = self.make_backbone()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -42,40 +42,26 @@ from vapl.methods.base import Baseline
 class CAMGuided(Baseline):
     """Shared training step of the CAM-guided methods; subclasses define :meth:`attention_loss`.
 
-    Args beyond the Baseline's:
+    Args:
         attention_weight: weight of the attention loss (the reference code adds it with weight 1).
         cam_layer: index of the ``body`` child whose output is the CAM feature map (-1: last stage).
         cam_method: ``gradcam`` or ``cam`` (plain CAM; only on the last stage of a GAP head).
         cam_normalization: ``minmax`` (the reference's) or ``relu``.
         second_order: take the Grad-CAM gradient with ``create_graph=True``, so the channel weights
             are trained too; ``False`` treats them as constants, as the reference code does.
+        **kwargs: the settings every method shares (:class:`~vapl.methods.base.MethodModule`).
     """
 
     def __init__(
         self,
-        num_classes: int = 2,
-        in_channels: int = 3,
-        backbone: str = "resnet18",
-        backbone_weights: str | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        explanation_metrics: bool = True,
         attention_weight: float = 1.0,
         cam_layer: int = -1,
         cam_method: str = "gradcam",
         cam_normalization: str = "minmax",
         second_order: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes,
-            in_channels,
-            backbone,
-            backbone_weights,
-            lr,
-            weight_decay,
-            explanation_metrics=explanation_metrics,
-        )
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         if cam_method not in CAM_METHODS:
             raise ValueError(f"unknown cam_method {cam_method!r}; choose one of {CAM_METHODS}")
         if cam_normalization not in NORMALIZATIONS:
@@ -169,45 +155,24 @@ class HAICS(CAMGuided):
 class RESG(CAMGuided):
     """RES-G: the robust term plus the distance to a Gaussian-smoothed positive map.
 
-    Args beyond :class:`CAMGuided`'s: ``eta`` (tolerance of the robust term, RES default 0),
-    ``sharpness`` (of its tanh, 5), ``smoothing_kernel`` (3) and ``smoothing_sigma`` (``None``:
-    what the reference's ``cv2.GaussianBlur(..., 0)`` uses, ``[1, 2, 1] / 4`` for size 3).
+    Args:
+        eta: tolerance of the robust term (RES default 0).
+        sharpness: sharpness of the robust term's tanh (RES default 5).
+        smoothing_kernel: size of the Gaussian kernel that smooths the positive map (3).
+        smoothing_sigma: its sigma; ``None``: what the reference's ``cv2.GaussianBlur(..., 0)``
+            uses, ``[1, 2, 1] / 4`` for size 3.
+        **kwargs: :class:`CAMGuided`'s arguments.
     """
 
     def __init__(
         self,
-        num_classes: int = 2,
-        in_channels: int = 3,
-        backbone: str = "resnet18",
-        backbone_weights: str | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        explanation_metrics: bool = True,
-        attention_weight: float = 1.0,
-        cam_layer: int = -1,
-        cam_method: str = "gradcam",
-        cam_normalization: str = "minmax",
-        second_order: bool = True,
         eta: float = 0.0,
         sharpness: float = 5.0,
         smoothing_kernel: int = 3,
         smoothing_sigma: float | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes,
-            in_channels,
-            backbone,
-            backbone_weights,
-            lr,
-            weight_decay,
-            explanation_metrics,
-            attention_weight,
-            cam_layer,
-            cam_method,
-            cam_normalization,
-            second_order,
-        )
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
 
     def attention_loss(
         self,
@@ -231,47 +196,27 @@ class RESG(CAMGuided):
 class RESL(CAMGuided):
     """RES-L: the robust term plus the distance to a learned imputation of the positive map.
 
-    Args beyond :class:`CAMGuided`'s: ``eta`` (0), ``sharpness`` (5), ``imputation_stride`` (the
-    imputation convolution's stride; ``None``: the CAM layer's feature stride, measured) and
-    ``imputation_reg`` (weight of the imputation's squared error to the positive map, RES default 0).
+    Args:
+        eta: tolerance of the robust term (RES default 0).
+        sharpness: sharpness of the robust term's tanh (RES default 5).
+        imputation_stride: the imputation convolution's stride; ``None``: the CAM layer's
+            feature stride, measured.
+        imputation_reg: weight of the imputation's squared error to the positive map (RES
+            default 0).
+        **kwargs: :class:`CAMGuided`'s arguments.
     """
 
     def __init__(
         self,
-        num_classes: int = 2,
-        in_channels: int = 3,
-        backbone: str = "resnet18",
-        backbone_weights: str | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        explanation_metrics: bool = True,
-        attention_weight: float = 1.0,
-        cam_layer: int = -1,
-        cam_method: str = "gradcam",
-        cam_normalization: str = "minmax",
-        second_order: bool = True,
         eta: float = 0.0,
         sharpness: float = 5.0,
         imputation_stride: int | None = None,
         imputation_reg: float = 0.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes,
-            in_channels,
-            backbone,
-            backbone_weights,
-            lr,
-            weight_decay,
-            explanation_metrics,
-            attention_weight,
-            cam_layer,
-            cam_method,
-            cam_normalization,
-            second_order,
-        )
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         if imputation_stride is None:
-            imputation_stride = feature_stride(self.model, in_channels, self.cam_layer)
+            imputation_stride = feature_stride(self.model, self.hparams.in_channels, self.cam_layer)
         self.imputation = FactualImputation(imputation_stride)
 
     def attention_loss(

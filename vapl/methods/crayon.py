@@ -64,7 +64,7 @@ def load_classifier_state(model: Classifier, path: str | Path) -> None:
 class YesNoGuided(Baseline):
     """Shared wiring of the three CRAYON variants (set by the class attributes).
 
-    Args beyond the Baseline's:
+    Args:
         answers: the answers CSV (``vapl crayon answer`` or a human's, see docs/method.md).
         maps: the stored Grad-CAMs of the original model (``maps.pt`` of ``vapl crayon export``);
             default: ``maps.pt`` in the answers file's folder. Only the attention variants read it.
@@ -72,6 +72,7 @@ class YesNoGuided(Baseline):
         alpha: weight of the relevant-image term, divided by the number of "yes" images.
         beta: weight of the irrelevant-image term, divided by the number of "no" images.
         second_order: differentiate through the Grad-CAM channel weights (the reference does).
+        **kwargs: the settings every method shares (:class:`~vapl.methods.base.MethodModule`).
     """
 
     use_attention: bool = True
@@ -80,30 +81,15 @@ class YesNoGuided(Baseline):
 
     def __init__(
         self,
-        num_classes: int = 2,
-        in_channels: int = 3,
-        backbone: str = "resnet18",
-        backbone_weights: str | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        explanation_metrics: bool = True,
         answers: str | None = None,
         maps: str | None = None,
         init_checkpoint: str | None = None,
         alpha: float = 100.0,
         beta: float = 10.0,
         second_order: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes,
-            in_channels,
-            backbone,
-            backbone_weights,
-            lr,
-            weight_decay,
-            explanation_metrics=explanation_metrics,
-        )
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         # The mask is the last child of the body: every feature map (training, Grad-CAM, metrics)
         # is the masked one, and its buffer travels in the checkpoint.
         self.model.body.append(NeuronMask(self.model.num_features))

@@ -65,37 +65,37 @@ def loss_weights(
 class LearningToLook(CAMGuided):
     """CE plus ``lambda`` times the KL divergence of the Grad-CAM from a VLM's attention map.
 
-    Args beyond :class:`~vapl.methods.cam.CAMGuided`'s (``attention_weight`` is ``lambda``):
-        vlm_model: open_clip architecture of the map generator (``ViT-B-16-quickgelu``, OpenAI's weights; ``vapl-tiny-clip``
-            is a tiny model of ours for tests).
+    ``attention_weight`` (of :class:`~vapl.methods.cam.CAMGuided`) is ``lambda``.
+
+    Args:
+        vlm_model: open_clip architecture of the map generator (``ViT-B-16-quickgelu``, OpenAI's
+            weights; ``vapl-tiny-clip`` is a tiny model of ours for tests).
         vlm_weights: its checkpoint file, or a folder holding one; never downloaded.
         vlm_random_init: random generator weights instead (tests and the demo only).
-        foreground_prompt, background_prompts, prompt_templates: the text (see
-            :class:`~vapl.vlm.maps.VLMMapGenerator`).
+        foreground_prompt: the text of the object to look at
+            (:class:`~vapl.vlm.maps.VLMMapGenerator`).
+        background_prompts: texts of what is not the object.
+        prompt_templates: templates each text is put into (``"a photo of {}."``).
         map_method: ``gradcam`` (CLIP-ES) or ``similarity`` (patch-text similarity).
-        map_threshold, map_dilation, map_edge_band: post-processing of the maps.
+        map_threshold: post-processing of the maps (:func:`~vapl.vlm.maps.postprocess_maps`):
+            the threshold (``None``: none).
+        map_dilation: radius in pixels of a grey dilation that widens the region (0: none).
+        map_edge_band: keep only a band of ``2 * map_edge_band + 1`` pixels around the region's
+            boundary (0: the whole region).
         map_cache: precompute the training maps once and cache them on disk; ``False`` computes
             every batch's maps on the fly.
         map_cache_dir: the cache folder; ``None``: ``vlm_maps`` in the datamodule's cache folder
             (``cache_root``) where it has one, else in the trainer's ``default_root_dir``.
         map_batch_size: images per generator call while precomputing.
-        lambda_schedule, warmup_epochs, warmup_phase, lambda_growth: :func:`loss_weights`.
+        lambda_schedule: ``constant`` or ``reference`` (:func:`loss_weights`).
+        warmup_epochs: epochs in which only one term trains (``reference`` schedule).
+        warmup_phase: the term that trains during the warm-up, ``ce`` or ``attention``.
+        lambda_growth: lambda's growth per epoch after the warm-up (``reference`` schedule).
+        **kwargs: :class:`~vapl.methods.cam.CAMGuided`'s arguments.
     """
 
     def __init__(
         self,
-        num_classes: int = 2,
-        in_channels: int = 3,
-        backbone: str = "resnet18",
-        backbone_weights: str | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        explanation_metrics: bool = True,
-        attention_weight: float = 1.0,
-        cam_layer: int = -1,
-        cam_method: str = "gradcam",
-        cam_normalization: str = "minmax",
-        second_order: bool = True,
         vlm_model: str = "ViT-B-16-quickgelu",
         vlm_weights: str | None = None,
         vlm_random_init: bool = False,
@@ -113,23 +113,12 @@ class LearningToLook(CAMGuided):
         warmup_epochs: int = 0,
         warmup_phase: str = "ce",
         lambda_growth: float = 0.1,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes,
-            in_channels,
-            backbone,
-            backbone_weights,
-            lr,
-            weight_decay,
-            explanation_metrics,
-            attention_weight,
-            cam_layer,
-            cam_method,
-            cam_normalization,
-            second_order,
-        )
-        self.save_hyperparameters()
-        loss_weights(0, attention_weight, lambda_schedule, warmup_epochs, warmup_phase)  # checks
+        super().__init__(**kwargs)
+        loss_weights(
+            0, self.hparams.attention_weight, lambda_schedule, warmup_epochs, warmup_phase
+        )  # checks
         # Plain attributes, not submodules: the CLIP weights are neither trained nor checkpointed.
         self.map_generator: VLMMapGenerator | None = None
         self.map_store: MapCache | None = None

@@ -26,15 +26,29 @@ class VAPL(MethodModule):
     Training alternates (Algorithm 1): ``f_steps`` batches update f_m and f_o with g frozen (the
     F phase), then ``g_steps`` batches update g with both networks frozen (the G phase).
 
-    Ablations: ``use_refinement=False`` is VAPL-1 (f_m sees ``I * 1[D != precluded]``),
-    ``use_param_loss=False`` VAPL-2, ``use_activ_loss=False`` VAPL-3, ``use_weight_fn=False``
-    VAPL-4 (g is the identity, eq. 1, and there is no G phase).
-
-    Refinement speed and noise (docs/performance.md): ``balanced_masks`` switches each undecided
-    pixel on in exactly ``round(p N)`` masks; ``shared_masks`` draws one set of masks per epoch for
-    all samples (each still applies its own prompt) instead of one per sample; ``autocast`` scores
-    the masked images under bf16 autocast (GPU, or CPU with AMX); ``channels_last=False`` scores
-    them in NCHW layout.
+    Args:
+        n_masks: N, the perturbed masks drawn per prompted sample (eq. 1 and 3; paper: 5000).
+        p: probability that a mask keeps an undecided pixel (paper: 0.1).
+        cell_size: side of the square cells a mask switches together (1: single pixels).
+        chunk_size: masked images per forward pass while scoring.
+        lambda_param: l1, weight of L_Param (eq. 4; paper: 0.1).
+        lambda_activ: l2, weight of L_Activ (eq. 5; paper: 1).
+        lambda_agg: l3, weight of L_Agg = (g(1) - 1)^2 (paper: 10).
+        f_steps: batches of an F phase (f_m and f_o learn, g frozen).
+        g_steps: batches of a G phase (g learns, f_m and f_o frozen); 0: g is never trained.
+        g_lr: g's learning rate; ``None``: ``lr``.
+        g_hidden: width of g's hidden layers.
+        mask_seed: seed of the masks (with the epoch and the sample id).
+        use_refinement: ``False`` is VAPL-1: f_m sees ``I * 1[D != precluded]``.
+        use_param_loss: ``False`` is VAPL-2: no L_Param.
+        use_activ_loss: ``False`` is VAPL-3: no L_Activ.
+        use_weight_fn: ``False`` is VAPL-4: g is the identity (eq. 1), there is no G phase.
+        balanced_masks: each undecided pixel is on in exactly ``round(p N)`` masks (less noise
+            than i.i.d. masks at the same N; docs/performance.md).
+        shared_masks: one set of masks per epoch for all samples (each applies its own prompt).
+        autocast: score the masked images under bf16 autocast (GPU, or CPU with AMX).
+        channels_last: score in channels-last layout (``False``: NCHW).
+        **kwargs: the settings every method shares (:class:`~vapl.methods.base.MethodModule`).
     """
 
     heads = ("prompted", "unprompted")
@@ -42,10 +56,6 @@ class VAPL(MethodModule):
 
     def __init__(
         self,
-        num_classes: int = 2,
-        in_channels: int = 3,
-        backbone: str = "resnet18",
-        backbone_weights: str | None = None,
         n_masks: int = 5000,
         p: float = 0.1,
         cell_size: int = 1,
@@ -55,9 +65,7 @@ class VAPL(MethodModule):
         lambda_agg: float = 10.0,
         f_steps: int = 5,
         g_steps: int = 5,
-        lr: float = 1e-4,
         g_lr: float | None = None,
-        weight_decay: float = 0.0,
         g_hidden: int = 16,
         mask_seed: int = 0,
         use_refinement: bool = True,
@@ -68,18 +76,9 @@ class VAPL(MethodModule):
         shared_masks: bool = False,
         autocast: bool = False,
         channels_last: bool = True,
-        explanation_metrics: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes,
-            in_channels,
-            backbone,
-            backbone_weights,
-            lr,
-            weight_decay,
-            explanation_metrics=explanation_metrics,
-        )
-        self.save_hyperparameters()
+        super().__init__(**kwargs)
         if f_steps < 1 or g_steps < 0:
             raise ValueError(f"f_steps must be >= 1 and g_steps >= 0, got {f_steps}, {g_steps}")
         self.automatic_optimization = False
@@ -89,7 +88,14 @@ class VAPL(MethodModule):
         self.learns_weights = use_refinement and use_weight_fn and g_steps > 0
         weight_fn = MonotoneWeight(hidden=g_hidden) if use_refinement and use_weight_fn else None
         self.refiner = PromptRefiner(
-            n_masks, p, cell_size, chunk_size, weight_fn, balanced_masks, autocast, channels_last
+            n_masks=n_masks,
+            p=p,
+            cell_size=cell_size,
+            chunk_size=chunk_size,
+            weight_fn=weight_fn,
+            balanced=balanced_masks,
+            autocast=autocast,
+            channels_last=channels_last,
         )
         self.cycle_position = (
             0  # batches since training began, modulo nothing: saved in checkpoints
