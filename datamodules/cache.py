@@ -10,9 +10,11 @@ A cache is one folder per data set and settings (``<cache_dir>/<name>-<settings 
     manifest.json     the settings, a fingerprint of the source files, one record per sample
                       (id, patient, label, source files, slice position), skips and a summary
 
-The folder is written under a temporary name and renamed when complete (the manifest is written
-last), so an interrupted run leaves nothing that a later run would take for a cache. A cache is
-reused while its settings and the sources' fingerprint (paths, sizes, modification times) match.
+No float array holds NaN or infinity: the readers replace them (:mod:`datamodules.io`), and a row
+that still holds one stops the run. The folder is written under a temporary name and renamed
+when complete (the manifest is written last), so an interrupted run leaves nothing that a later
+run would take for a cache. A cache is reused while its settings and the sources' fingerprint
+(paths, sizes, modification times) match.
 """
 
 from __future__ import annotations
@@ -125,6 +127,8 @@ class _NpyAppender:
     def append(self, row: np.ndarray) -> None:
         if row.shape != self.row_shape:
             raise ValueError(f"{self.path.name}: row shape {row.shape}, expected {self.row_shape}")
+        if self.dtype.kind == "f" and not np.isfinite(row).all():  # the readers replace them
+            raise ValueError(f"{self.path.name}: a row holds NaN or infinite values")
         self.raw.write(np.ascontiguousarray(row, dtype=self.dtype).tobytes())
         self.rows += 1
 

@@ -1,12 +1,15 @@
-"""Small readers for the formats clinicians and archives use: DICOM series, NIfTI volumes and
-LIDC-IDRI annotation XML. Each returns arrays in one orientation (:mod:`.orientation`)."""
+"""Small readers for the formats clinicians and archives use: DICOM files and series, NIfTI
+volumes and LIDC-IDRI annotation XML. Each returns arrays in one orientation, with finite values
+(:mod:`.orientation`)."""
 
 from datamodules.io.dicom import (
     DicomError,
+    DicomFrame,
     SliceHeader,
     SortedSeries,
     iter_series_dirs,
     read_canonical_slice,
+    read_frame,
     read_header,
     read_hu,
     read_series,
@@ -20,14 +23,28 @@ from datamodules.io.lidc_xml import (
     read_lidc_xml,
     reader_masks,
 )
-from datamodules.io.nifti import NiftiError, canonical_shape, load_nifti, read_nifti
-from datamodules.io.orientation import OrientationError, canonical_slice, canonical_volume
+from datamodules.io.nifti import (
+    NiftiError,
+    NiftiVolume,
+    canonical_shape,
+    load_nifti,
+    read_nifti,
+    read_nifti_volume,
+)
+from datamodules.io.orientation import (
+    OrientationError,
+    canonical_slice,
+    canonical_volume,
+    replace_nonfinite,
+)
 
 __all__ = [
     "DicomError",
+    "DicomFrame",
     "LidcRead",
     "LidcXmlError",
     "NiftiError",
+    "NiftiVolume",
     "OrientationError",
     "SliceHeader",
     "SortedSeries",
@@ -39,11 +56,14 @@ __all__ = [
     "load_nifti",
     "rasterise_contour",
     "read_canonical_slice",
+    "read_frame",
     "read_header",
     "read_hu",
     "read_lidc_xml",
     "read_nifti",
+    "read_nifti_volume",
     "read_series",
     "reader_masks",
+    "replace_nonfinite",
     "sort_series",
 ]

@@ -1,12 +1,28 @@
-"""DICOM series: headers, position sorting, Hounsfield units, the slices of one series.
+"""DICOM files and series: one frame's pixels, headers, position sorting, Hounsfield units.
 
 Only the tags the datamodules use are read. Headers are read without pixel data, so a series can
 be indexed and sorted cheaply, and pixels are then read one slice at a time.
+
+:func:`read_frame` is the one place where DICOM pixel data is decoded (the LIDC-IDRI and Pancreas
+caches through :func:`read_hu`, ``vapl predict-image`` and the app through ``vapl.scan_io``):
+
+* every transfer syntax pydicom has a decoder for here: uncompressed, deflated, RLE, JPEG baseline,
+  extended (12-bit) and lossless, JPEG-LS, JPEG 2000 and HTJ2K (the decoder packages are
+  dependencies; docs/data.md lists them);
+* one frame of a multi-frame file is decoded, and the number of frames is reported;
+* grey images in the modality's units (``RescaleSlope``, ``RescaleIntercept``: HU for CT);
+* colour images as RGB in [0, 1]: YBR photometric interpretations converted, samples divided by
+  ``2 ** BitsStored - 1`` (so 16- and 32-bit colour scale as 8-bit does), palettes applied;
+* NaN and infinite values replaced by the smallest finite one and counted;
+* every failure is a :class:`DicomError` that names the file and the reason (no pixel data,
+  truncated, no file meta information, an unreadable value, a decoder's refusal).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +30,18 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels import apply_color_lut, pixel_array
 
-from datamodules.io.orientation import OrientationError, canonical_slice, check_axial, slice_normal
+from datamodules.io.orientation import (
+    OrientationError,
+    canonical_slice,
+    check_axial,
+    replace_nonfinite,
+    slice_normal,
+)
+
+log = logging.getLogger(__name__)
 
 DICOM_SUFFIX = ".dcm"
 #: Two slices closer than this along the normal (mm) are duplicates of one position.
@@ -78,20 +104,166 @@ def read_header(path: str | Path) -> SliceHeader:
         raise DicomError(f"{path}: malformed tag value ({error})") from error
 
 
+PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: Tags pydicom needs to decode pixel data (Image Pixel module).
+IMAGE_TAGS = ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation")
+
+
+@dataclass(frozen=True, eq=False)
+class DicomFrame:
+    """One decoded frame of a DICOM file (:func:`read_frame`).
+
+    ``values`` is float32, finite: ``[rows, columns]`` in the modality's units for a grey image,
+    ``[rows, columns, 3]`` RGB in [0, 1] for a colour one. ``frame`` is the index decoded, of
+    ``frames``; ``nonfinite`` counts NaN and infinite values replaced. ``photometric`` is the
+    PhotometricInterpretation as stored (colour values are RGB whatever it says). ``window`` is the
+    file's first (WindowCenter, WindowWidth), ``orientation`` its ImageOrientationPatient, if any.
+    """
+
+    path: Path
+    values: np.ndarray
+    frame: int
+    frames: int
+    photometric: str
+    transfer_syntax: str
+    nonfinite: int
+    window: tuple[float, float] | None
+    orientation: tuple[float, ...] | None
+
+    @property
+    def colour(self) -> bool:
+        return self.values.ndim == 3
+
+
+def _number(ds: pydicom.Dataset, keyword: str, kind: type, default: float | None) -> float | None:
+    """A numeric tag's (first) value; ``default`` when absent or empty; DicomError if unreadable."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    if isinstance(value, MultiValue):
+        value = value[0] if len(value) else default
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as error:
+        raise DicomError(f"{ds.filename}: unreadable {keyword} value {value!r}") from error
+
+
+def _short(error: BaseException, limit: int = 400) -> str:
+    text = re.sub(r"\s+", " ", str(error)).strip() or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _open(path: Path) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError as error:
+        raise DicomError(
+            f"{path}: not a readable DICOM file (no File Meta Information: no 'DICM' header; "
+            f"{_short(error, 160)})"
+        ) from error
+    except Exception as error:  # pydicom raises many types for damaged files
+        raise DicomError(f"{path}: not a readable DICOM file ({_short(error)})") from error
+
+
+def _check_image(path: Path, ds: pydicom.Dataset) -> str:
+    """The transfer syntax's name, after checking the file holds an image pydicom can decode."""
+    if not any(tag in ds for tag in PIXEL_TAGS):
+        sop = ds.get("SOPClassUID")
+        what = getattr(sop, "name", None) or "no SOP class"
+        raise DicomError(f"{path}: no pixel data ({what}: not an image)")
+    missing = [tag for tag in IMAGE_TAGS if tag not in ds]
+    if missing:
+        raise DicomError(f"{path}: incomplete image description, missing {', '.join(missing)}")
+    meta = getattr(ds, "file_meta", None)
+    syntax = None if meta is None else meta.get("TransferSyntaxUID")
+    if syntax is None:
+        raise DicomError(f"{path}: the File Meta Information has no TransferSyntaxUID")
+    return getattr(syntax, "name", None) or str(syntax)
+
+
+def _grey(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray:
+    slope = _number(ds, "RescaleSlope", float, 1.0) or 1.0  # 0 is not a valid slope
+    intercept = _number(ds, "RescaleIntercept", float, 0.0)
+    values = pixels.astype(np.float32) * np.float32(slope)
+    return values + np.float32(intercept)
+
+
+def _colour(path: Path, ds: pydicom.Dataset, pixels: np.ndarray, photometric: str) -> np.ndarray:
+    if photometric == "PALETTE COLOR":
+        try:
+            pixels = apply_color_lut(pixels, ds)
+            bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        except Exception as error:  # missing or inconsistent lookup tables
+            raise DicomError(f"{path}: unreadable colour palette ({_short(error)})") from error
+    else:  # RGB, or YBR that pydicom (or the JPEG decoder) has converted to RGB
+        bits = int(_number(ds, "BitsStored", int, 8))  # type: ignore[arg-type]
+    scale = float(2**bits - 1) if bits > 0 else 255.0
+    return np.clip(pixels.astype(np.float64) / scale, 0.0, 1.0).astype(np.float32)
+
+
+def _window(ds: pydicom.Dataset) -> tuple[float, float] | None:
+    try:
+        centre = _number(ds, "WindowCenter", float, None)
+        width = _number(ds, "WindowWidth", float, None)
+    except DicomError:  # an unreadable display hint: fall back to the image's range
+        return None
+    if centre is None or width is None or not (np.isfinite(centre) and width > 0):
+        return None
+    return centre, width
+
+
+def read_frame(path: str | Path, frame: int | None = None) -> DicomFrame:
+    """Decode frame ``frame`` (default: the middle one) of a DICOM file (module docstring)."""
+    path = Path(path)
+    ds = _open(path)
+    syntax = _check_image(path, ds)
+    frames = int(_number(ds, "NumberOfFrames", int, 1) or 1)  # type: ignore[arg-type]
+    index = frames // 2 if frame is None else frame
+    if not 0 <= index < frames:
+        raise DicomError(f"{path}: frame {index} is out of range: the file has {frames}")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    samples = _number(ds, "SamplesPerPixel", int, 1)
+    if samples not in (1, 3):
+        raise DicomError(f"{path}: {samples} samples per pixel, expected 1 (grey) or 3 (colour)")
+    try:
+        pixels = pixel_array(ds, index=index if frames > 1 else None)
+    except Exception as error:  # decoders raise many types for damaged or unsupported data
+        text = _short(error)
+        if "bytes of pixel data is less than expected" in text or "truncated" in text.lower():
+            raise DicomError(f"{path}: cannot read pixel data (truncated: {text})") from error
+        raise DicomError(f"{path}: cannot read pixel data ({syntax}: {text})") from error
+    colour = samples == 3 or photometric == "PALETTE COLOR"
+    if pixels.ndim != (3 if samples == 3 else 2):
+        raise DicomError(f"{path}: pixel array of shape {pixels.shape}, expected one image")
+    values = _colour(path, ds, pixels, photometric) if colour else _grey(ds, pixels)
+    values, nonfinite = replace_nonfinite(values)
+    if nonfinite == values.size:
+        raise DicomError(f"{path}: no finite pixel value (all {values.size} are NaN or infinite)")
+    if nonfinite:
+        log.warning(
+            "%s: %d NaN or infinite values replaced by the minimum %g",
+            path,
+            nonfinite,
+            float(values.min()),
+        )
+    try:
+        orientation = _floats(ds.get("ImageOrientationPatient"))
+    except (TypeError, ValueError) as error:
+        raise DicomError(f"{path}: unreadable ImageOrientationPatient ({error})") from error
+    return DicomFrame(
+        path, values, index, frames, photometric, syntax, nonfinite, _window(ds), orientation
+    )
+
+
 def read_hu(path: str | Path) -> np.ndarray:
     """The stored pixels of one file in Hounsfield units (RescaleSlope and RescaleIntercept),
-    float32 ``[rows, columns]`` in the file's own row and column order."""
-    path = Path(path)
-    try:
-        ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array
-    except Exception as error:  # pydicom raises several types for damaged pixel data
-        raise DicomError(f"{path}: cannot read pixel data ({error})") from error
-    if pixels.ndim != 2:
-        raise DicomError(f"{path}: expected a single 2-D frame, got pixel array {pixels.shape}")
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    float32 ``[rows, columns]`` in the file's own row and column order, finite
+    (:func:`read_frame`)."""
+    frame = read_frame(path)
+    if frame.frames != 1 or frame.colour:
+        shape = (frame.frames, *frame.values.shape)
+        raise DicomError(f"{path}: expected a single 2-D frame, got pixel array {shape}")
+    return frame.values
 
 
 def read_canonical_slice(header: SliceHeader) -> np.ndarray:

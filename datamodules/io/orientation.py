@@ -1,4 +1,4 @@
-"""One axis convention for every volume, whatever file it came from.
+"""One convention for every volume, whatever file it came from: axis order and finite values.
 
 Volumes are arrays ``[z, y, x]`` in the DICOM patient frame (LPS): the index along the first axis
 grows towards the head, rows grow towards the patient's back, columns towards the patient's left.
@@ -8,6 +8,10 @@ right on the left of the screen.
 DICOM gives each slice's row and column directions (ImageOrientationPatient) in LPS; NIfTI gives an
 affine from voxel indices to RAS, whose first two axes point the other way. Both are turned into
 the convention above here, and nowhere else.
+
+Values: the readers (:mod:`.dicom`, :mod:`.nifti`) pass what they decode through
+:func:`replace_nonfinite`, so no NaN or infinity leaves them (resampled NIfTI volumes hold NaN
+outside the field of view; float DICOM pixel data and overflowing rescales can too).
 """
 
 from __future__ import annotations
@@ -23,6 +27,20 @@ RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 class OrientationError(ValueError):
     """A volume or slice whose orientation the readers do not handle (e.g. not axial)."""
+
+
+def replace_nonfinite(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """``values`` with every NaN, +inf and -inf replaced by the smallest finite value, and how many
+    were replaced. With no finite value at all, everything becomes 0 and the count is the size
+    (callers refuse such data). Integer arrays hold neither and come back as they are."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return values, 0
+    finite = np.isfinite(values)
+    count = int(values.size - np.count_nonzero(finite))
+    if count == 0:
+        return values, 0
+    fill = values[finite].min() if count < values.size else 0
+    return np.where(finite, values, fill).astype(values.dtype, copy=False), count
 
 
 def canonical_volume(volume: np.ndarray, affine_lps: np.ndarray) -> np.ndarray:

@@ -1,19 +1,27 @@
 """One image and one drawn prompt from files, for prompted prediction on a new case.
 
-Images become float32 [C, H, W] in [0, 1]:
+Images become float32 [C, H, W] in [0, 1], always finite (:func:`read_scan`;
+:func:`read_scan_info` returns the same image with what the reader found: the frame or slice read
+and how many the file has, how many NaN or infinite values were replaced, the window used):
 
-* DICOM (``.dcm``, or any file pydicom reads): stored values times ``RescaleSlope`` plus
-  ``RescaleIntercept`` (Hounsfield units for CT), then the window ``(centre, width)`` maps
-  ``centre - width / 2 .. centre + width / 2`` to 0..1 (clipped). The window is the one given, else
-  the file's first ``WindowCenter``/``WindowWidth``, else the slice's minimum..maximum.
-  ``MONOCHROME1`` is inverted; multi-frame files give frame ``slice_index`` (default: the middle).
+* DICOM (``.dcm``, or any file pydicom reads), decoded by :func:`datamodules.io.dicom.read_frame`
+  (compressed transfer syntaxes, multi-frame files, colour depths: see there and docs/data.md).
+  Grey images: stored values times ``RescaleSlope`` plus ``RescaleIntercept`` (Hounsfield units
+  for CT), then the window ``(centre, width)`` maps ``centre - width / 2 .. centre + width / 2``
+  to 0..1 (clipped). The window is the one given, else the file's first
+  ``WindowCenter``/``WindowWidth``, else the image's minimum..maximum. ``MONOCHROME1`` is
+  inverted. Colour images (RGB, YBR, palette) are RGB scaled by their bits stored; no window.
+  Multi-frame files give frame ``slice_index`` (default: the middle).
 * NIfTI (``.nii``, ``.nii.gz``): axial slice ``slice_index`` (default: the middle) of the volume
-  read by :func:`datamodules.io.nifti.read_nifti`; window as for DICOM, else min..max.
+  read by :func:`datamodules.io.nifti.read_nifti_volume` (3-D, or 4-D with one volume; NaN and
+  infinite voxels replaced by the volume's minimum); window as for DICOM, else min..max.
 
 DICOM slices and NIfTI volumes come out in the orientation the medical datamodules train on
 (:mod:`datamodules.io.orientation`: anterior up, the patient's right on the left), so a model
 trained on LIDC or Pancreas sees a new scan the same way round.
 * PNG, JPEG, NPY: :func:`datamodules.image_files.read_image` (8-bit / 255, 16-bit / 65535).
+
+Every file that cannot be read raises :class:`ScanFileError` naming the file and the reason.
 
 Prompts drawn in a paint program (:func:`read_drawn_prompt`): in a colour PNG, red pixels are
 indispensable, yellow precluded and everything else (the image underneath, white, transparency)
@@ -23,13 +31,14 @@ read by :func:`vapl.core.prompts.read_prompt` (255 / 0 / other; -1 / 0 / 1).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from datamodules.io.nifti import NiftiError
-from datamodules.io.nifti import read_nifti as read_nifti_volume
+from datamodules.io.dicom import DicomError, read_frame
+from datamodules.io.nifti import NiftiError, read_nifti_volume
 from datamodules.io.orientation import OrientationError, canonical_slice
 from vapl.core.prompts import PromptError, prompt_from_masks, read_prompt
 
@@ -39,6 +48,28 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 class ScanFileError(ValueError):
     """An image file that cannot be read; the message names the file and the reason."""
+
+
+@dataclass(frozen=True, eq=False)
+class ScanInfo:
+    """An image read by :func:`read_scan_info` and what the reader found.
+
+    ``image``: float32 [C, H, W] in [0, 1], finite. ``kind``: ``"dicom"``, ``"nifti"`` or
+    ``"image"``. ``slice_index`` of ``slices``: the DICOM frame or NIfTI axial slice read, and how
+    many the file has (0 of 1 for other images). ``nonfinite``: NaN and infinite values replaced
+    (in the decoded DICOM frame, in the whole NIfTI volume). ``window``: the (centre, width)
+    applied, ``None`` for the image's own range or a colour image. ``photometric``: the DICOM
+    PhotometricInterpretation, else ``None``.
+    """
+
+    image: torch.Tensor
+    path: Path
+    kind: str
+    slice_index: int
+    slices: int
+    nonfinite: int = 0
+    window: tuple[float, float] | None = None
+    photometric: str | None = None
 
 
 def _window(values: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
@@ -52,43 +83,43 @@ def _window(values: np.ndarray, window: tuple[float, float] | None) -> np.ndarra
     return np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0).astype(np.float32)
 
 
-def _first(value: object) -> float:
+def _dicom_info(
+    path: Path, window: tuple[float, float] | None, slice_index: int | None
+) -> ScanInfo:
     try:
-        return float(value[0])  # type: ignore[index]  # pydicom MultiValue
-    except TypeError:
-        return float(value)  # type: ignore[arg-type]
+        frame = read_frame(path, slice_index)
+    except DicomError as error:
+        raise ScanFileError(str(error)) from error
+    info = ScanInfo(
+        image=torch.empty(0),
+        path=path,
+        kind="dicom",
+        slice_index=frame.frame,
+        slices=frame.frames,
+        nonfinite=frame.nonfinite,
+        photometric=frame.photometric,
+    )
+    if frame.colour:  # RGB in [0, 1] already
+        image = torch.from_numpy(np.ascontiguousarray(frame.values)).permute(2, 0, 1)
+        return replace(info, image=image.contiguous())
+    values = frame.values
+    if frame.orientation is not None:
+        try:
+            values = canonical_slice(values, frame.orientation)
+        except OrientationError as error:
+            raise ScanFileError(f"{path}: {error}") from error
+    window = window if window is not None else frame.window
+    unit = _window(values, window)
+    if frame.photometric == "MONOCHROME1":
+        unit = 1.0 - unit
+    return replace(info, image=torch.from_numpy(unit)[None], window=window)
 
 
 def read_dicom(
     path: str | Path, window: tuple[float, float] | None = None, slice_index: int | None = None
 ) -> torch.Tensor:
     """A DICOM image as float32 [C, H, W] in [0, 1] (module docstring)."""
-    import pydicom
-
-    path = Path(path)
-    try:
-        dataset = pydicom.dcmread(path)
-        pixels = dataset.pixel_array
-    except Exception as error:  # noqa: BLE001 - pydicom raises many kinds
-        raise ScanFileError(f"{path}: cannot read DICOM ({error})") from error
-    if int(getattr(dataset, "SamplesPerPixel", 1)) == 3:  # colour (e.g. a screenshot)
-        frame = pixels[_index(pixels.shape[0], slice_index)] if pixels.ndim == 4 else pixels
-        return torch.from_numpy(frame.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
-    if pixels.ndim == 3:
-        pixels = pixels[_index(pixels.shape[0], slice_index)]
-    values = pixels.astype(np.float32) * float(getattr(dataset, "RescaleSlope", 1.0))
-    values = values + float(getattr(dataset, "RescaleIntercept", 0.0))
-    if "ImageOrientationPatient" in dataset:
-        try:
-            values = canonical_slice(values, [float(v) for v in dataset.ImageOrientationPatient])
-        except OrientationError as error:
-            raise ScanFileError(f"{path}: {error}") from error
-    if window is None and "WindowCenter" in dataset and "WindowWidth" in dataset:
-        window = (_first(dataset.WindowCenter), _first(dataset.WindowWidth))
-    unit = _window(values, window)
-    if getattr(dataset, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-        unit = 1.0 - unit
-    return torch.from_numpy(unit)[None]
+    return _dicom_info(Path(path), window, slice_index).image
 
 
 def _index(count: int, index: int | None) -> int:
@@ -98,16 +129,61 @@ def _index(count: int, index: int | None) -> int:
     return index
 
 
+def _nifti_info(
+    path: Path, window: tuple[float, float] | None, slice_index: int | None
+) -> ScanInfo:
+    try:
+        volume = read_nifti_volume(path)  # [z, y, x], finite
+    except (NiftiError, OrientationError) as error:
+        raise ScanFileError(str(error)) from error
+    try:
+        index = _index(volume.data.shape[0], slice_index)
+    except ScanFileError as error:
+        raise ScanFileError(f"{path}: {error}") from error
+    unit = np.ascontiguousarray(_window(volume.data[index], window))
+    return ScanInfo(
+        image=torch.from_numpy(unit)[None],
+        path=path,
+        kind="nifti",
+        slice_index=index,
+        slices=volume.data.shape[0],
+        nonfinite=volume.nonfinite,
+        window=window,
+    )
+
+
 def read_nifti(
     path: str | Path, window: tuple[float, float] | None = None, slice_index: int | None = None
 ) -> torch.Tensor:
     """One axial slice of a NIfTI volume as float32 [1, H, W] in [0, 1] (module docstring)."""
-    try:
-        volume = read_nifti_volume(path)  # [z, y, x]
-    except (NiftiError, OrientationError) as error:
-        raise ScanFileError(str(error)) from error
-    axial = volume[_index(volume.shape[0], slice_index)]
-    return torch.from_numpy(np.ascontiguousarray(_window(axial, window)))[None]
+    return _nifti_info(Path(path), window, slice_index).image
+
+
+def read_scan_info(
+    path: str | Path,
+    channels: int = 1,
+    window: tuple[float, float] | None = None,
+    slice_index: int | None = None,
+) -> ScanInfo:
+    """Any supported image file as a :class:`ScanInfo`: the image, float32 [channels, H, W] in
+    [0, 1], with the frame or slice read, the count of each and the values replaced."""
+    from datamodules.image_files import ImageFileError, convert_channels, read_image
+
+    path = Path(path)
+    if not path.is_file():
+        raise ScanFileError(f"{path}: file not found")
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        info = _nifti_info(path, window, slice_index)
+    elif name.endswith(DICOM_SUFFIXES) or not name.endswith((".png", ".jpg", ".jpeg", ".npy")):
+        info = _dicom_info(path, window, slice_index)
+    else:
+        try:
+            image = read_image(path, channels)
+        except ImageFileError as error:
+            raise ScanFileError(f"{path}: {error}") from error
+        return ScanInfo(image=image, path=path, kind="image", slice_index=0, slices=1)
+    return replace(info, image=convert_channels(info.image, channels).contiguous())
 
 
 def read_scan(
@@ -117,22 +193,7 @@ def read_scan(
     slice_index: int | None = None,
 ) -> torch.Tensor:
     """Any supported image file as float32 [channels, H, W] in [0, 1] (module docstring)."""
-    from datamodules.image_files import ImageFileError, convert_channels, read_image
-
-    path = Path(path)
-    if not path.is_file():
-        raise ScanFileError(f"{path}: file not found")
-    name = path.name.lower()
-    if name.endswith(NIFTI_SUFFIXES):
-        image = read_nifti(path, window, slice_index)
-    elif name.endswith(DICOM_SUFFIXES) or not name.endswith((".png", ".jpg", ".jpeg", ".npy")):
-        image = read_dicom(path, window, slice_index)
-    else:
-        try:
-            return read_image(path, channels)
-        except ImageFileError as error:
-            raise ScanFileError(f"{path}: {error}") from error
-    return convert_channels(image, channels).contiguous()
+    return read_scan_info(path, channels, window, slice_index).image
 
 
 def colour_prompt(rgba: np.ndarray) -> torch.Tensor:
