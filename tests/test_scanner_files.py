@@ -22,7 +22,7 @@ from datamodules.cache import SliceCache, SliceSample, build_cache
 from datamodules.fixtures import write_pancreas_tree
 from datamodules.io.dicom import DicomError, read_frame, read_hu
 from datamodules.io.nifti import NiftiError, read_nifti_volume
-from vapl.scan_io import ScanFileError, read_scan, read_scan_info
+from vapl.apps.scan_io import ScanFileError, read_scan, read_scan_info
 
 PYDICOM_DIR = Path(pydicom.data.__file__).parent / "test_files"
 NIBABEL_DIR = Path(nib.__file__).parent

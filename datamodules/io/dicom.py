@@ -4,7 +4,7 @@ Only the tags the datamodules use are read. Headers are read without pixel data,
 be indexed and sorted cheaply, and pixels are then read one slice at a time.
 
 :func:`read_frame` is the one place where DICOM pixel data is decoded (the LIDC-IDRI and Pancreas
-caches through :func:`read_hu`, ``vapl predict-image`` and the app through ``vapl.scan_io``):
+caches through :func:`read_hu`, ``vapl predict-image`` and the app through ``vapl.apps.scan_io``):
 
 * every transfer syntax pydicom has a decoder for here: uncompressed, deflated, RLE, JPEG baseline,
   extended (12-bit) and lossless, JPEG-LS, JPEG 2000 and HTJ2K (the decoder packages are
