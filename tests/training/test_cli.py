@@ -102,7 +102,7 @@ def test_the_console_script_runs_from_another_directory(tmp_path):
     script = Path(sys.executable).with_name("vapl")
     if not script.exists():
         pytest.skip("the vapl console script is not installed in this environment")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     result = subprocess.run(
         [str(script), "fit", "--config", "demo.yaml", *FAST],
         cwd=tmp_path,

@@ -29,7 +29,7 @@ from vapl.vlm.maps import (
     postprocess_maps,
 )
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY_VLM = [
     f"--model.init_args.vlm_model={TINY_CLIP_NAME}",
     "--model.init_args.vlm_random_init=true",

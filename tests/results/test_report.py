@@ -213,7 +213,7 @@ def test_the_benchmark_grid_skips_finished_runs_and_prints_one_command_per_job(t
 def test_a_benchmark_runs_the_grid_skips_what_finished_and_ends_with_the_report(
     tmp_path, monkeypatch
 ):
-    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
     grid = tmp_path / "grid.yaml"
     grid.write_text(
         GRID.format(output=tmp_path / "out")

@@ -204,7 +204,7 @@ def test_the_vapl_command_under_ddp_matches_one_process(tmp_path):
         pytest.skip("the vapl console script is not installed in this environment")
     env = {
         **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
         "WANDB_CONFIG_DIR": str(tmp_path / "wandb-home"),
