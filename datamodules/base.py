@@ -72,13 +72,40 @@ class EpochSeededSampler(DistributedSampler):
     def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
         super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.size = size
+        self.resume_at: tuple[int, int] | None = None
+
+    def resume(self, epoch: int, skip: int) -> None:
+        """Leave out the first ``skip`` indices of this process's share of ``epoch``'s order, once:
+        a run resumed in the middle of that epoch sees the rest of it."""
+        self.resume_at = (epoch, skip)
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator).tolist()
         if self.total_size > len(order) > 0:
             order = (order * -(-self.total_size // len(order)))[: self.total_size]
-        return iter(order[self.rank : self.total_size : self.num_replicas])
+        share = order[self.rank : self.total_size : self.num_replicas]
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            share = share[self.resume_at[1] :]
+            self.resume_at = None
+        return iter(share)
+
+
+class ResumableLoader(DataLoader):
+    """A training loader whose place in the epoch is saved in checkpoints (Lightning's stateful
+    loader interface), so that a run interrupted mid-epoch resumes with the batches it had not
+    seen. ``position`` returns the batches of the current epoch already trained on."""
+
+    def __init__(self, *args: Any, position: Callable[[], int] = lambda: 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.position = position
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(getattr(self.sampler, "epoch", 0)), "batches": int(self.position())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if isinstance(self.sampler, EpochSeededSampler) and self.batch_size:
+            self.sampler.resume(int(state["epoch"]), int(state["batches"]) * self.batch_size)
 
 
 class PromptedDataModule(LightningDataModule):
@@ -118,18 +145,24 @@ class PromptedDataModule(LightningDataModule):
         if split not in self.datasets:
             raise RuntimeError(f"{type(self).__name__} has no {split!r} split; was setup() run?")
         dataset = self.datasets[split]
-        sampler = None
-        if shuffle:
-            trainer = getattr(self, "trainer", None)
-            replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
-            sampler = EpochSeededSampler(len(dataset), self.seed, replicas, rank)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        options = {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+        }
+        if not shuffle:
+            return DataLoader(dataset, **options)
+        trainer = getattr(self, "trainer", None)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = EpochSeededSampler(len(dataset), self.seed, replicas, rank)
+        return ResumableLoader(dataset, sampler=sampler, position=self._batches_done, **options)
+
+    def _batches_done(self) -> int:
+        """Training batches of the current epoch already completed (0 outside a fit)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import statistics
 import sys
@@ -127,6 +128,21 @@ def test_the_table_holds_mean_and_std_over_seeds_with_best_bold_and_second_under
     with (out / "results.csv").open() as handle:
         lines = list(csv.DictReader(handle))
     assert len(lines) == 3 * 4 + 3 * 8 + 3 * 8  # baseline one head, VAPL and VAPL-1 two
+
+
+def test_the_report_says_which_checkpoint_each_run_was_tested_with(runs):
+    tested = {"checkpoint": "best", "epoch": 7, "monitor": "val/prompted/acc", "score": 0.94}
+    (runs / "v1" / "tested_checkpoint.json").write_text(json.dumps(tested))
+    (runs / "b2" / "tested_checkpoint.json").write_text(json.dumps({"checkpoint": "last"}))
+    out = runs / "report"
+    main([str(runs), "--out", str(out)])
+    markdown = (out / "report.md").read_text().split("# Tested checkpoints")[1]
+    assert "| synthetic | VAPL | 1 | best val epoch 7 (val/prompted/acc 0.9400) |" in markdown
+    assert "| synthetic | Baseline | 2 | last epoch |" in markdown
+    assert "| synthetic | Baseline | 0 | not recorded |" in markdown
+    with (out / "results.csv").open() as handle:
+        labels = {(r["method"], r["seed"], r["checkpoint"]) for r in csv.DictReader(handle)}
+    assert ("VAPL", "1", "best val epoch 7 (val/prompted/acc 0.9400)") in labels
 
 
 def test_a_wandb_offline_run_folder_is_read_like_a_csv_run(tmp_path, monkeypatch):

@@ -1,7 +1,8 @@
 """``python -m vapl.apps.demo`` (``make demo``): VAPL and the Baseline on the built-in demo data.
 
-Trains and tests both through the ``vapl`` CLI with ``configs/demo.yaml``, prints their test
-metrics side by side, and draws a few test samples with their prompts and refined prompts.
+Trains and tests both through the ``vapl`` CLI with ``configs/demo.yaml``, testing each at its
+best validation epoch as ``vapl fit-test`` does, prints their test metrics side by side with the
+epoch each comes from, and draws a few test samples with their prompts and refined prompts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 import torch
 
 from vapl.core.metrics import METRIC_NAMES
+from vapl.results.runs import describe_checkpoint
 from vapl.training.cli import build_cli
+from vapl.training.fit_then_test import run_selected_test
 
 METHODS = {
     "VAPL": [],
@@ -23,7 +26,8 @@ METHODS = {
 
 
 def run_method(name: str, overlay: list[str], root: Path, extra: list[str]) -> dict[str, float]:
-    """Fit on the demo config plus ``overlay``, test the last weights, return the test metrics."""
+    """Fit on the demo config plus ``overlay``, test the best validation epoch (as ``vapl
+    fit-test``), return the test metrics and, under ``_checkpoint``, which epoch was tested."""
     args = [
         "fit",
         "--config",
@@ -33,18 +37,17 @@ def run_method(name: str, overlay: list[str], root: Path, extra: list[str]) -> d
         str(root / name),
     ]
     cli = build_cli([*args, *extra])
-    val = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
-    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
-    results = {k: float(v) for k, v in results.items()}
-    results.update(val)
+    results, selected = run_selected_test(cli.trainer, cli.model, cli.datamodule)
+    results["_checkpoint"] = selected  # type: ignore[assignment]
     results["_module"] = cli.model  # type: ignore[assignment]
     results["_datamodule"] = cli.datamodule  # type: ignore[assignment]
     return results
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
-    """Rows: VAPL prompted, VAPL unprompted, Baseline; columns: test metrics and val accuracy."""
-    header = f"{'model':<24}" + "".join(f"{m:>10}" for m in METRIC_NAMES) + f"{'val acc':>10}"
+    """Rows: VAPL prompted, VAPL unprompted, Baseline; columns: test metrics and the tested
+    checkpoint (the best validation epoch)."""
+    header = f"{'model':<24}" + "".join(f"{m:>10}" for m in METRIC_NAMES) + "  checkpoint"
     lines = [header, "-" * len(header)]
     for method, metrics in results.items():
         heads = ("prompted", "unprompted") if "test/prompted/acc" in metrics else ("unprompted",)
@@ -53,9 +56,14 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
             row = "".join(
                 f"{metrics.get(f'test/{head}/{m}', float('nan')):>10.3f}" for m in METRIC_NAMES
             )
-            row += f"{metrics.get(f'val/{head}/acc', float('nan')):>10.3f}"
+            row += f"  {checkpoint_label(metrics.get('_checkpoint'))}"
             lines.append(f"{label:<24}{row}")
     return "\n".join(lines)
+
+
+def checkpoint_label(selected: object) -> str:
+    """``best val epoch 3 (val/prompted/acc 0.9530)``, or ``last epoch``."""
+    return describe_checkpoint(selected if isinstance(selected, dict) else None)
 
 
 def draw_examples(results: dict[str, dict[str, float]], path: Path, count: int = 4) -> Path:

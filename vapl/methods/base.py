@@ -28,10 +28,15 @@ class MethodModule(LightningModule):
     it (``{stage}/{head}/iou`` and ``{stage}/{head}/pointing``, see :mod:`vapl.core.metrics`)
     unless ``explanation_metrics=False``. :meth:`explanation_heads` says which network explains
     which head; by default a method's ``self.model`` explains ``unprompted``.
+
+    :attr:`selection_metric` is the validation key that chooses the checkpoint a run is tested
+    with (:class:`vapl.training.checkpoints.RunCheckpoint`; ``--checkpoint.monitor`` overrides it).
     """
 
     heads: tuple[str, ...] = ("unprompted",)
     single_model: bool = True
+    #: The validation metric whose best epoch is kept and tested.
+    selection_metric: str = "val/acc"
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ class VAPL(MethodModule):
 
     heads = ("prompted", "unprompted")
     single_model = False
+    selection_metric = "val/prompted/acc"
 
     def __init__(
         self,

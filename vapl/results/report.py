@@ -8,7 +8,10 @@ Reads every finished run under the given folders (CSV logs and W&B run folders, 
   deviation, ``n - 1``; a single seed shows the mean alone), the best of each column in bold and
   the second underlined; then the ablation table (VAPL-1 to VAPL-4 and VAPL, prompted head);
 * ``bars.png``: the main table as a bar chart with the standard deviation as error bars;
-* ``results.csv``: one line per run, head and metric, for your own analysis.
+* ``results.csv``: one line per run, head and metric, for your own analysis, with the checkpoint
+  the run was tested with;
+* a table of the checkpoint behind each run's test metrics (``vapl fit-test`` tests the epoch
+  whose validation selection metric was best: ``best val epoch 7 (val/prompted/acc 0.9400)``).
 
 Rows: a method that predicts with and without a prompt (VAPL) has a row per head,
 ``VAPL (prompted)`` and ``VAPL (unprompted)``; the other methods one row. The main table prints to
@@ -216,7 +219,9 @@ def bar_chart(
 def write_results_csv(results: Sequence[RunResult], path: Path, split: str = "test") -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["dataset", "method", "seed", "head", "metric", "value", "source", "path"])
+        writer.writerow(
+            ["dataset", "method", "seed", "head", "metric", "value", "source", "path", "checkpoint"]
+        )
         for r in results:
             for key, value in sorted(r.split_metrics(split).items()):
                 parts = key.split("/")
@@ -231,12 +236,31 @@ def write_results_csv(results: Sequence[RunResult], path: Path, split: str = "te
                             value,
                             r.source,
                             r.path,
+                            r.checkpoint_label,
                         ]
                     )
     return path
 
 
-def render_markdown(main: dict[str, list[Row]], ablation: dict[str, list[Row]], split: str) -> str:
+def checkpoint_table(results: Sequence[RunResult]) -> str:
+    """One line per run: the checkpoint its test metrics come from."""
+    lines = ["| Data set | Method | Seed | Tested checkpoint |", "|---|---|---:|---|"]
+    for r in sorted(
+        results, key=lambda r: (r.identity.dataset, r.identity.method, str(r.identity.seed))
+    ):
+        seed = "-" if r.identity.seed is None else r.identity.seed
+        lines.append(
+            f"| {r.identity.dataset} | {r.identity.method} | {seed} | {r.checkpoint_label} |"
+        )
+    return "\n".join(lines)
+
+
+def render_markdown(
+    main: dict[str, list[Row]],
+    ablation: dict[str, list[Row]],
+    split: str,
+    results: Sequence[RunResult] = (),
+) -> str:
     parts = [f"# Results ({split} split)", ""]
     parts.append(
         "Mean ± standard deviation over seeds, in percent; best in **bold**, second <u>underlined</u>."
@@ -247,6 +271,8 @@ def render_markdown(main: dict[str, list[Row]], ablation: dict[str, list[Row]], 
         parts += ["", "# Ablation (prompted prediction)"]
         for dataset, rows in ablation.items():
             parts += ["", f"## {dataset}", "", markdown_table(rows)]
+    if results and split == "test":
+        parts += ["", "# Tested checkpoints", "", checkpoint_table(results)]
     return "\n".join(parts) + "\n"
 
 
@@ -274,7 +300,7 @@ def write_report(
         "latex": out / "report.tex",
         "results": write_results_csv(results, out / "results.csv", split),
     }
-    paths["markdown"].write_text(render_markdown(main, ablation, split))
+    paths["markdown"].write_text(render_markdown(main, ablation, split, results))
     paths["latex"].write_text(render_latex(main, ablation, split))
     if main:
         paths["bars"] = bar_chart(main, out / "bars.png")

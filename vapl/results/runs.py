@@ -8,19 +8,24 @@
   test metrics in its summary.
 
 ``vapl fit-test --config logger/wandb.yaml`` writes both for the same run; runs with the same
-method, data set and seed count once (the most recent).
+method, data set and seed count once (the most recent). Which checkpoint a run's test metrics
+come from (``vapl fit-test`` tests the best validation epoch) is read from the run folder's
+``tested_checkpoint.json`` or the W&B config's ``tested_checkpoint``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from vapl.training.fit_then_test import TESTED_CHECKPOINT
 from vapl.training.run_names import RunIdentity, identity_from_config
 from vapl.training.wandb_records import WandbRecordError, find_wandb_runs, read_wandb_run
 
@@ -28,7 +33,8 @@ from vapl.training.wandb_records import WandbRecordError, find_wandb_runs, read_
 @dataclass
 class RunResult:
     """The metrics of one finished run: ``metrics`` maps logged keys (``test/prompted/acc``,
-    ``val/unprompted/f1``, ...) to their last value, ``best_val`` validation keys to their best."""
+    ``val/unprompted/f1``, ...) to their last value, ``best_val`` validation keys to their best;
+    ``checkpoint`` says which weights were tested (``None``: not recorded)."""
 
     identity: RunIdentity
     source: str
@@ -36,9 +42,28 @@ class RunResult:
     metrics: dict[str, float]
     best_val: dict[str, float]
     modified: float
+    checkpoint: dict[str, Any] | None = None
+
+    @property
+    def checkpoint_label(self) -> str:
+        return describe_checkpoint(self.checkpoint)
 
     def split_metrics(self, split: str = "test") -> dict[str, float]:
         return {k: v for k, v in self.metrics.items() if k.startswith(f"{split}/")}
+
+
+def describe_checkpoint(checkpoint: dict[str, Any] | None) -> str:
+    """``best val epoch 7 (val/prompted/acc 0.9400)``, ``last epoch`` or ``not recorded``."""
+    if not checkpoint:
+        return "not recorded"
+    if checkpoint.get("checkpoint") != "best":
+        return "last epoch"
+    epoch = checkpoint.get("epoch")
+    text = "best val epoch" + ("" if epoch is None else f" {epoch}")
+    monitor, score = checkpoint.get("monitor"), checkpoint.get("score")
+    if monitor and score is not None:
+        text += f" ({monitor} {float(score):.4f})"
+    return text
 
 
 def _number(text: str) -> float | None:
@@ -79,7 +104,16 @@ def read_csv_run(folder: Path) -> RunResult | None:
     if not any(k.startswith("test/") for k in metrics):
         return None
     modified = (folder / "metrics.csv").stat().st_mtime
-    return RunResult(identity, "csv", folder, metrics, best, modified)
+    return RunResult(identity, "csv", folder, metrics, best, modified, _tested_checkpoint(folder))
+
+
+def _tested_checkpoint(folder: Path) -> dict[str, Any] | None:
+    path = folder / TESTED_CHECKPOINT
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def read_wandb_result(folder: Path) -> RunResult | None:
@@ -98,7 +132,16 @@ def read_wandb_result(folder: Path) -> RunResult | None:
     if not any(k.startswith("test/") for k in metrics):
         return None
     modified = max(p.stat().st_mtime for p in folder.glob("run-*.wandb"))
-    return RunResult(identity_from_config(config), "wandb", folder, metrics, best, modified)
+    checkpoint = run.config.get("tested_checkpoint")
+    return RunResult(
+        identity_from_config(config),
+        "wandb",
+        folder,
+        metrics,
+        best,
+        modified,
+        checkpoint if isinstance(checkpoint, dict) else None,
+    )
 
 
 def collect_runs(roots: list[str | Path], deduplicate: bool = True) -> list[RunResult]:
