@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 
 from vapl.core.backbones import Classifier, build_backbone
 from vapl.core.metrics import EXPLANATION_METRICS, classification_metrics, explanation_scores
+from vapl.core.optim import adam
 
 STAGES = ("train", "val", "test")
 EXPLANATION_STAGES = ("val", "test")
@@ -168,10 +169,9 @@ class MethodModule(LightningModule):
 
     # ----- optimisation --------------------------------------------------------------------
     def make_optimizer(self, parameters: Any, lr: float | None = None) -> torch.optim.Optimizer:
+        """Adam, fused where the device supports it (:func:`vapl.core.optim.adam`)."""
         hp = self.hparams
-        return torch.optim.Adam(
-            parameters, lr=hp.lr if lr is None else lr, weight_decay=hp.weight_decay
-        )
+        return adam(parameters, lr=hp.lr if lr is None else lr, weight_decay=hp.weight_decay)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.make_optimizer(self.parameters())
