@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vapl.core.chunking import auto_chunk_size
 from vapl.core.masks import MASK_BLOCK, MaskSampler
 
 __all__ = [
@@ -102,7 +103,7 @@ def score_masks(
     prompts: torch.Tensor,
     seeds: Sequence[int],
     sampler: MaskSampler,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     autocast: bool = False,
     channels_last: bool = True,
 ) -> torch.Tensor:
@@ -113,8 +114,12 @@ def score_masks(
     unless ``channels_last=False``. Samples with equal seeds share their draws, generated once.
     ``autocast=True`` runs the model under bf16 autocast on the images' device (the probabilities
     stay float32). The model should be in eval mode (the caller's job: scoring must not update
-    batch-norm statistics).
+    batch-norm statistics). ``chunk_size=None`` chooses it (:mod:`vapl.core.chunking`).
     """
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(
+            *images.shape[-2:], images.device, len(images) * sampler.n_masks
+        )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     n_masks, device = sampler.n_masks, images.device
@@ -229,13 +234,16 @@ def aggregate(
     prompts: torch.Tensor,
     seeds: Sequence[int],
     sampler: MaskSampler,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Eq. 3: ``A = 1 / (N p) * sum_i w_i M_i`` for weights [B, N] and prompts [B, H, W].
 
     Balanced masks divide by their exact count ``k`` instead of ``N p``. Differentiable in
-    ``weights`` with memory that does not depend on N.
+    ``weights`` with memory that does not depend on N. ``chunk_size`` masks are drawn at a time
+    (``None``: :func:`~vapl.core.chunking.auto_chunk_size`).
     """
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(*prompts.shape[-2:], prompts.device, sampler.n_masks)
     total = _ChunkedAggregate.apply(
         weights, prompts, tuple(int(s) for s in seeds), sampler, chunk_size
     )
@@ -297,7 +305,8 @@ class PromptRefiner(nn.Module):
     Holds g (when learned) and the mask sampler; the prompted model is passed in at each call.
     ``balanced=True`` draws balanced masks (see :mod:`vapl.core.masks`); ``autocast=True`` scores under
     bf16 autocast (GPUs, and CPUs with AMX; the refined prompt is still float32);
-    ``channels_last=False`` scores NCHW images (faster for some models, see docs/performance.md).
+    ``channels_last=False`` scores NCHW images (faster for some models, see docs/performance.md);
+    ``chunk_size=None`` chooses the masked images per forward pass (:mod:`vapl.core.chunking`).
     """
 
     def __init__(
@@ -305,7 +314,7 @@ class PromptRefiner(nn.Module):
         n_masks: int = 5000,
         p: float = 0.1,
         cell_size: int = 1,
-        chunk_size: int = 64,
+        chunk_size: int | None = None,
         weight_fn: MonotoneWeight | None = None,
         balanced: bool = False,
         autocast: bool = False,

@@ -30,7 +30,8 @@ class VAPL(MethodModule):
         n_masks: N, the perturbed masks drawn per prompted sample (eq. 1 and 3; paper: 5000).
         p: probability that a mask keeps an undecided pixel (paper: 0.1).
         cell_size: side of the square cells a mask switches together (1: single pixels).
-        chunk_size: masked images per forward pass while scoring.
+        chunk_size: masked images per forward pass while scoring; ``None``: chosen from the image
+            size and the device (``vapl.core.chunking``; docs/performance.md).
         lambda_param: l1, weight of L_Param (eq. 4; paper: 0.1).
         lambda_activ: l2, weight of L_Activ (eq. 5; paper: 1).
         lambda_agg: l3, weight of L_Agg = (g(1) - 1)^2 (paper: 10).
@@ -60,7 +61,7 @@ class VAPL(MethodModule):
         n_masks: int = 5000,
         p: float = 0.1,
         cell_size: int = 1,
-        chunk_size: int = 64,
+        chunk_size: int | None = None,
         lambda_param: float = 0.1,
         lambda_activ: float = 1.0,
         lambda_agg: float = 10.0,
