@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from vapl.core.losses import activation_distance, parameter_distance
+from vapl.core.masks import MaskSampler
 from vapl.core.prompts import PRECLUDED
 from vapl.core.refine import MonotoneWeight, PromptRefiner, sample_seed
 from vapl.methods.base import MethodModule
@@ -49,6 +52,9 @@ class VAPL(MethodModule):
         shared_masks: one set of masks per epoch for all samples (each applies its own prompt).
         autocast: score the masked images under bf16 autocast (GPU, or CPU with AMX).
         channels_last: score in channels-last layout (``False``: NCHW).
+        val_n_masks: N at validation, with balanced masks (cheaper model selection;
+            docs/performance.md); ``None``: validation uses ``n_masks`` as training does. Test
+            and prediction always use ``n_masks``.
         **kwargs: the settings every method shares (:class:`~vapl.methods.base.MethodModule`).
     """
 
@@ -78,6 +84,7 @@ class VAPL(MethodModule):
         shared_masks: bool = False,
         autocast: bool = False,
         channels_last: bool = True,
+        val_n_masks: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -103,6 +110,9 @@ class VAPL(MethodModule):
             0  # batches since training began, modulo nothing: saved in checkpoints
         )
         self._score_cache: dict[tuple[int, str], torch.Tensor] = {}
+        self._val_sampler = (
+            None if val_n_masks is None else MaskSampler(val_n_masks, p, cell_size, balanced=True)
+        )
 
     # ----- Algorithm 1's bookkeeping --------------------------------------------------------
     @property
@@ -317,8 +327,21 @@ class VAPL(MethodModule):
             self.log(f"{stage}/{head}/loss", loss, batch_size=len(labels), sync_dist=True)
         return out
 
+    @contextmanager
+    def _validation_masks(self) -> Iterator[None]:
+        """The refiner draws ``val_n_masks`` balanced masks inside this block (if set)."""
+        if self._val_sampler is None:
+            yield
+            return
+        full, self.refiner.sampler = self.refiner.sampler, self._val_sampler
+        try:
+            yield
+        finally:
+            self.refiner.sampler = full
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        return self._evaluate(batch, "val")
+        with self._validation_masks():
+            return self._evaluate(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         return self._evaluate(batch, "test")
