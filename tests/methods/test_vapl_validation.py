@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from datamodules.synthetic import SyntheticDataModule
-from vapl.methods import VAPL
+from vapl.methods import VAPL, Baseline
 from vapl.training.checkpoints import RunCheckpoint
 
 
@@ -96,3 +97,59 @@ def test_validation_every_second_epoch_keeps_last_every_epoch_and_the_best_of_va
         f"best-epoch={checkpoint.best_epoch}.ckpt",
         "last.ckpt",
     }
+
+
+# ----- the explanation metrics reuse the step's forward pass ------------------------------------
+def _validate(model, without_reuse: bool = False) -> tuple[dict[str, float], int]:  # type: ignore[no-untyped-def]
+    """Validation metrics and how often the unprompted network ran."""
+    network = model.unprompted_model if isinstance(model, VAPL) else model.model
+    calls = []
+    network.body[0].register_forward_hook(lambda *args: calls.append(1))  # the first conv
+    if without_reuse:
+        step = model.validation_step
+
+        def recomputing(batch, batch_idx):  # type: ignore[no-untyped-def]
+            out = step(batch, batch_idx)
+            out.pop("feature_maps")
+            return out
+
+        model.validation_step = recomputing  # type: ignore[method-assign]
+    metrics = _trainer().validate(model, datamodule=_data(), verbose=False)[0]
+    return metrics, len(calls)
+
+
+@pytest.mark.parametrize("method", ["vapl", "baseline"])
+def test_explanation_metrics_reuse_the_steps_feature_maps_with_the_same_scores(method):
+    def make():  # type: ignore[no-untyped-def]
+        seed_everything(0)
+        if method == "vapl":
+            return _model()
+        return Baseline(in_channels=1, backbone="tiny")
+
+    reused, calls = _validate(make())
+    recomputed, recomputed_calls = _validate(make(), without_reuse=True)
+    assert "val/unprompted/iou" in reused and "val/unprompted/pointing" in reused
+    if method == "vapl":
+        assert "val/prompted/iou" in reused
+    assert calls == 1 and recomputed_calls == 2  # one validation batch of 8
+    assert reused.keys() == recomputed.keys()
+    for key, value in recomputed.items():
+        assert reused[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_without_prompts_the_prompted_prediction_is_the_unprompted_one():
+    data = _data()
+    data.setup("validate")
+    batch = torch.utils.data.default_collate([data.datasets["val"][i] for i in range(4)])
+    batch["has_prompt"] = torch.tensor([False, True, False, False])
+    model = _model().eval()
+    with torch.no_grad():
+        out = model.predict_both(batch)
+        none = model.predict_both({**batch, "has_prompt": torch.zeros(4, dtype=torch.bool)})
+    keep = ~batch["has_prompt"]
+    assert torch.equal(out["prompted_probs"][keep], out["unprompted_probs"][keep])
+    assert out["feature_maps"]["prompted"].shape[0] == 1
+    assert torch.equal(none["prompted_probs"], none["unprompted_probs"])
+    image = batch["image"][1:2] * out["refined_prompt"][1:2, None]
+    expected = torch.softmax(model.prompted_model(image), dim=1)
+    torch.testing.assert_close(out["prompted_probs"][1:2], expected)

@@ -28,7 +28,7 @@ from torchmetrics.classification import (
 )
 
 from vapl.core.backbones import Classifier
-from vapl.core.saliency import grad_cam, normalize_cam, upsample_cam
+from vapl.core.saliency import grad_cam, grad_cam_from_features, normalize_cam, upsample_cam
 
 METRIC_NAMES = ("acc", "precision", "recall", "f1")
 
@@ -93,12 +93,15 @@ def explanation_scores(
     targets: torch.Tensor | None = None,
     layer: int = -1,
     threshold: float = IOU_THRESHOLD,
+    feature_map: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """``{"iou": [b], "pointing": [b]}`` over the ``b`` samples that have an explanation.
 
     Explains ``targets`` (default: the predicted class). Works wherever it is called: inside
     ``torch.no_grad()`` or ``torch.inference_mode()`` (Lightning's validation and test) it leaves
-    them for the Grad-CAM pass. The returned values are detached.
+    them for the Grad-CAM pass. The returned values are detached. ``feature_map``: the model's
+    last-stage feature map of ``images`` from a forward pass already made (``layer=-1`` only);
+    Grad-CAM then runs the head alone instead of the whole network again.
     """
     rows = explanation_present(explanation)
     if not bool(rows.any()):
@@ -106,10 +109,18 @@ def explanation_scores(
         return {"iou": empty, "pointing": empty.clone()}
     with torch.inference_mode(False), torch.enable_grad():
         # Tensors made under inference mode cannot enter autograd; their clones can.
-        selected = images[rows].clone()
         if targets is not None:
             targets = targets[rows].clone()
-        cam, _ = grad_cam(model, selected, targets, layer=layer, create_graph=False)
+        if feature_map is None:
+            cam, _ = grad_cam(model, images[rows].clone(), targets, layer=layer, create_graph=False)
+        else:
+            if layer != -1:
+                raise ValueError("a feature map given is the last stage's: layer must be -1")
+            leaf = feature_map[rows].detach().clone().requires_grad_(True)
+            logits = model.fc(model.pool(leaf))
+            if targets is None:
+                targets = logits.detach().argmax(dim=1)
+            cam = grad_cam_from_features(leaf, logits, targets, create_graph=False)
         saliency = upsample_cam(normalize_cam(cam.detach()), tuple(explanation.shape[-2:]))
     truth = explanation[rows]
     return {

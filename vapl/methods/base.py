@@ -115,7 +115,10 @@ class MethodModule(LightningModule):
         self, batch: dict[str, Any], outputs: Any
     ) -> dict[str, tuple[Classifier, torch.Tensor, torch.Tensor | None]]:
         """``head -> (network, the images it sees, rows or None for all)`` whose Grad-CAM is
-        scored against the batch's explanation. ``outputs`` is what the step returned."""
+        scored against the batch's explanation. ``outputs`` is what the step returned; where it
+        holds ``outputs["feature_maps"][head]`` (the network's last-stage feature maps of those
+        rows' images, from the step's own forward pass) Grad-CAM reuses them instead of running
+        the network again."""
         model = getattr(self, "model", None)
         return (
             {"unprompted": (model, batch["image"], None)} if isinstance(model, Classifier) else {}
@@ -126,11 +129,13 @@ class MethodModule(LightningModule):
             return
         if batch.get("explanation") is None:
             return
+        computed = outputs.get("feature_maps", {}) if isinstance(outputs, dict) else {}
         for head, (model, images, rows) in self.explanation_heads(batch, outputs).items():
             explanation = batch["explanation"]
             if rows is not None:
                 images, explanation = images[rows], explanation[rows]
-            for name, values in explanation_scores(model, images, explanation).items():
+            scores = explanation_scores(model, images, explanation, feature_map=computed.get(head))
+            for name, values in scores.items():
                 if values.numel():
                     self.explanation_scores[f"{stage}_{head}_{name}"].update(values)
 
@@ -188,8 +193,9 @@ class Baseline(MethodModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        logits = self.model(batch["image"])
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> dict[str, Any]:
+        feature_map = self.model.feature_map(batch["image"])
+        logits = self.model.fc(self.model.pool(feature_map))
         loss = F.cross_entropy(logits, batch["label"])
         self.log(
             f"{stage}/loss",
@@ -199,16 +205,16 @@ class Baseline(MethodModule):
             sync_dist=stage != "train",  # epoch means over all processes
         )
         self.update_metrics(stage, "unprompted", logits.argmax(dim=1), batch["label"])
-        return loss
+        return {"loss": loss, "feature_maps": {"unprompted": feature_map}}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train")["loss"]
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._shared_step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         probs = torch.softmax(self.model(batch["image"]), dim=1)

@@ -309,13 +309,24 @@ class VAPL(MethodModule):
     def predict_both(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Prompted and unprompted class probabilities and the refined prompt; no label used.
 
-        The prompted prediction of a sample without a prompt is f_o's.
+        The prompted prediction of a sample without a prompt is f_o's (f_m does not run on it).
+        ``feature_maps`` holds each network's last-stage feature maps (f_m's of the prompted rows
+        only), which the explanation metrics reuse.
         """
         attention = self.refined_prompts(batch, targets=None, epoch=EVAL_EPOCH)
-        probs_m = torch.softmax(self.prompted_model(batch["image"] * attention[:, None]), dim=1)
-        probs_o = torch.softmax(self.unprompted_model(batch["image"]), dim=1)
-        probs_m = torch.where(batch["has_prompt"][:, None], probs_m, probs_o)
-        return {"prompted_probs": probs_m, "unprompted_probs": probs_o, "refined_prompt": attention}
+        images = batch["image"]
+        map_o = self.unprompted_model.feature_map(images)
+        probs_o = torch.softmax(self.unprompted_model.fc(self.unprompted_model.pool(map_o)), dim=1)
+        rows = torch.nonzero(batch["has_prompt"], as_tuple=True)[0]
+        map_m = self.prompted_model.feature_map(images[rows] * attention[rows][:, None])
+        logits_m = self.prompted_model.fc(self.prompted_model.pool(map_m))
+        probs_m = probs_o.index_put((rows,), torch.softmax(logits_m, dim=1))
+        return {
+            "prompted_probs": probs_m,
+            "unprompted_probs": probs_o,
+            "refined_prompt": attention,
+            "feature_maps": {"prompted": map_m, "unprompted": map_o},
+        }
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> dict[str, torch.Tensor]:
         out = self.predict_both(batch)
@@ -359,6 +370,7 @@ class VAPL(MethodModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         out = self.predict_both(batch)
+        out.pop("feature_maps")
         return {
             "id": list(batch["id"]),
             "prompted_pred": out["prompted_probs"].argmax(1),
