@@ -14,7 +14,7 @@ from vapl.core.refine import MonotoneWeight, PromptRefiner
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [(4, 8192), (32, 128), (28, 167), (64, 32), (128, 8), (224, 8)],  # 2**17 px, within [8, 8192]
+    [(4, 8192), (32, 256), (28, 334), (48, 113), (64, 64), (128, 16), (224, 8)],  # 2**18 px
 )
 def test_the_cpu_rule_fills_a_pixel_budget_within_the_bounds(size, expected):
     assert auto_chunk_size(size, size) == expected
@@ -59,10 +59,10 @@ def _inputs(size: int = 16, batch: int = 3) -> tuple[torch.Tensor, torch.Tensor,
 
 
 def test_none_chooses_the_chunk_and_an_explicit_value_overrides_it():
-    images, prompts, seeds = _inputs(size=16)  # 2**17 / 256 = 512 images a chunk
+    images, prompts, seeds = _inputs(size=32)  # 2**18 / 1024 = 256 images a chunk
     model = _BatchSizes()
     PromptRefiner(n_masks=200, chunk_size=None)(model, images, prompts, seeds)
-    assert model.sizes == [512, 88]  # 600 (sample, mask) pairs
+    assert model.sizes == [256, 256, 88]  # 600 (sample, mask) pairs
     model.sizes.clear()
     PromptRefiner(n_masks=200, chunk_size=64)(model, images, prompts, seeds)
     assert set(model.sizes[:-1]) == {64} and sum(model.sizes) == 600
