@@ -1,4 +1,8 @@
-"""Run every benchmark figure of issue 9 and print them: ``python -m benchmarks [--only 1,4]``."""
+"""Run the benchmark figures and print them: ``python -m benchmarks [--only 1,4]``.
+
+Figures 1 to 7: the refinement engine (issue 9). Figures 8 to 12: the training runtime around it
+(issue 16): ``python -m benchmarks --only 8,9,10,11,12``.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,17 @@ import torch
 
 from benchmarks.common import Figure, machine, say
 from benchmarks.data import data_throughput
+from benchmarks.epoch import epoch_against_floor
 from benchmarks.refinement import against_reference, balanced_error, memory, overhead
+from benchmarks.runtime import (
+    checkpoint_costs,
+    chunk_sizes,
+    optimiser_step,
+    validation_trade_off,
+)
 from benchmarks.training import g_phase, training_steps
 
-FIGURES = ("1", "2", "3", "4", "5", "6", "7")
+FIGURES = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12")
 
 
 def run(only: set[str], device: torch.device, repeats: int) -> list[Figure]:
@@ -48,6 +59,21 @@ def run(only: set[str], device: torch.device, repeats: int) -> list[Figure]:
     if "7" in only:
         say("\n[7] Balanced against i.i.d. masks: error of the refined prompt against N = 4096")
         figures.append(balanced_error(device))
+    if "8" in only:
+        say("\n[8] A VAPL epoch through `vapl fit` against its floor (passes + a Baseline epoch)")
+        figures += epoch_against_floor(device)
+    if "9" in only:
+        say("\n[9] Checkpoints: a full last.ckpt, weights only, the best epoch as a hard link")
+        figures.append(checkpoint_costs(device))
+    if "10" in only:
+        say("\n[10] The scoring chunk: automatic against fixed sizes")
+        figures += chunk_sizes(device, repeats)
+    if "11" in only:
+        say("\n[11] Adam: the per-parameter loop against the implementation chosen")
+        figures.append(optimiser_step(device, repeats))
+    if "12" in only:
+        say("\n[12] Validation with fewer balanced masks against the training setting")
+        figures += validation_trade_off(device)
     return figures
 
 
@@ -72,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", ".*LightningCLI's args parameter.*")
+    warnings.filterwarnings("ignore", ".*tensorboardX.*")
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     device = torch.device(args.device)
