@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vapl.core.chunking import auto_chunk_size
+from vapl.core.fusion import FOLD_MIN_PAIRS, FoldedBatchNorm
 from vapl.core.masks import MASK_BLOCK, MaskSampler
 
 __all__ = [
@@ -306,7 +307,8 @@ class PromptRefiner(nn.Module):
     ``balanced=True`` draws balanced masks (see :mod:`vapl.core.masks`); ``autocast=True`` scores under
     bf16 autocast (GPUs, and CPUs with AMX; the refined prompt is still float32);
     ``channels_last=False`` scores NCHW images (faster for some models, see docs/performance.md);
-    ``chunk_size=None`` chooses the masked images per forward pass (:mod:`vapl.core.chunking`).
+    ``chunk_size=None`` chooses the masked images per forward pass (:mod:`vapl.core.chunking`);
+    ``fold_batch_norm=False`` scores with the model as it is (:mod:`vapl.core.fusion`).
     """
 
     def __init__(
@@ -319,9 +321,11 @@ class PromptRefiner(nn.Module):
         balanced: bool = False,
         autocast: bool = False,
         channels_last: bool = True,
+        fold_batch_norm: bool = True,
     ) -> None:
         super().__init__()
         self.sampler = MaskSampler(n_masks, p, cell_size, balanced)
+        self.folded = FoldedBatchNorm() if fold_batch_norm else None
         self.chunk_size = chunk_size
         self.weight_fn = weight_fn
         self.autocast = autocast
@@ -338,7 +342,12 @@ class PromptRefiner(nn.Module):
         prompts: torch.Tensor,
         seeds: Sequence[int],
     ) -> torch.Tensor:
-        """Probabilities [B, N, K] of ``model`` on the masked images (no autograd)."""
+        """Probabilities [B, N, K] of ``model`` on the masked images (no autograd); an eval-mode
+        model scores with its batch norms folded into its convolutions (:mod:`vapl.core.fusion`)
+        unless ``fold_batch_norm=False`` or the call is small."""
+        pairs = len(images) * self.sampler.n_masks
+        if self.folded is not None and isinstance(model, nn.Module) and pairs >= FOLD_MIN_PAIRS:
+            model = self.folded(model, images[:1])
         return score_masks(
             model,
             images,
