@@ -14,6 +14,12 @@ mode at the fastest of a few batch sizes and both memory layouts, plus a Baselin
 same data and trainer). F and G epochs alternate (``f_steps = g_steps`` = the batches of an
 epoch, or one epoch each where VAPL counts its phases in epochs); the first epoch of each fit is
 left out as a warm-up.
+
+Everything here is timed in CPU seconds of this process (``time.process_time``: all its threads,
+user and system), not wall time: on a shared machine other processes take the cores for seconds
+at a time, which changes wall times by a factor of two between epochs but leaves the CPU time
+of the work itself nearly unchanged. With one torch thread and no loader workers, CPU time is
+the wall time the epoch would take on an idle core. Wall times are printed as well.
 """
 
 from __future__ import annotations
@@ -58,17 +64,53 @@ def write_folder(root: Path, n_train: int = N_TRAIN, n_val: int = N_VAL, size: i
     return root
 
 
+CLOCK = time.process_time
+
+
+def pass_seconds(
+    channels: int, size: int, images: int = 256, repeats: int = 5
+) -> tuple[float, str]:
+    """CPU seconds of one plain ResNet-18 pass (inference mode, softmax) at the fastest of a few
+    batch sizes and both memory layouts (median of ``repeats`` rounds each), and that setting."""
+    network = build_backbone("resnet18", num_classes=2, in_channels=channels).eval()
+    options = [
+        (batch, layout)
+        for layout in (torch.contiguous_format, torch.channels_last)
+        for batch in (64, 128, 256, 512)
+    ]
+    inputs = {
+        option: torch.randn(option[0], channels, size, size).contiguous(memory_format=option[1])
+        for option in options
+    }
+    times: dict[tuple[int, Any], list[float]] = {option: [] for option in options}
+    with torch.inference_mode():
+        for x in inputs.values():
+            torch.softmax(network(x), dim=1)  # warm-up
+        for _ in range(repeats):
+            for option, x in inputs.items():
+                calls = max(1, images // len(x))
+                start = CLOCK()
+                for _ in range(calls):
+                    torch.softmax(network(x), dim=1)
+                times[option].append((CLOCK() - start) / (calls * len(x)))
+    medians = {option: statistics.median(values) for option, values in times.items()}
+    batch, layout = min(medians, key=medians.get)
+    name = "channels-last" if layout == torch.channels_last else "NCHW"
+    return medians[(batch, layout)], f"batch {batch}, {name}"
+
+
 class EpochClock(Callback):
-    """Wall time of each epoch (from its start to the next one's, checkpoint writes included),
-    of its validation, and the VAPL phase it trained; and, per epoch, the seconds spent scoring
-    masked images (in training and in validation) and writing checkpoints."""
+    """CPU time (and wall time) of each epoch, checkpoint writes included, of its validation, and
+    the VAPL phase it trained; per epoch the CPU seconds spent scoring masked images (in training
+    and in validation) and writing checkpoints."""
 
     def __init__(self) -> None:
         self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.wall: list[float] = []
         self.phases: list[str] = []
         self.validation: list[float] = []
         self.parts: list[dict[str, float]] = []
-        self.end = math.nan
 
     def setup(self, trainer: Trainer, module: LightningModule, stage: str) -> None:
         refiner = getattr(module, "refiner", None)
@@ -80,45 +122,51 @@ class EpochClock(Callback):
 
     def _timed(self, function: Any, key: Any) -> Any:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start = CLOCK()
             try:
                 return function(*args, **kwargs)
             finally:
                 if self.parts:
                     part = key()
-                    self.parts[-1][part] = self.parts[-1].get(part, 0.0) + (
-                        time.perf_counter() - start
-                    )
+                    self.parts[-1][part] = self.parts[-1].get(part, 0.0) + (CLOCK() - start)
 
         return timed
 
+    def _boundary(self) -> None:
+        if len(self.ends) < len(self.starts):
+            self.ends.append(CLOCK())
+            self.wall[-1] = time.perf_counter() - self.wall[-1]
+
     def on_train_epoch_start(self, trainer: Trainer, module: LightningModule) -> None:
-        self.starts.append(time.perf_counter())
+        self._boundary()
         self.phases.append(getattr(module, "phase", "-"))
         self.parts.append({})
+        self.wall.append(time.perf_counter())
+        self.starts.append(CLOCK())
 
     def on_validation_start(self, trainer: Trainer, module: LightningModule) -> None:
-        self._val_start = time.perf_counter()
+        self._val_start = CLOCK()
 
     def on_validation_end(self, trainer: Trainer, module: LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.validation.append(time.perf_counter() - self._val_start)
+            self.validation.append(CLOCK() - self._val_start)
 
     def on_train_end(self, trainer: Trainer, module: LightningModule) -> None:
-        self.end = time.perf_counter()
+        self._boundary()
 
-    def epochs(self) -> list[tuple[str, float, float]]:
-        """``(phase, seconds, validation seconds)`` per epoch."""
-        ends = [*self.starts[1:], self.end]
+    def epochs(self) -> list[dict[str, Any]]:
+        """Per epoch: ``phase``, ``seconds`` (CPU), ``wall`` seconds, ``validation`` CPU seconds
+        and the parts' CPU seconds."""
         return [
-            (phase, end - start, val)
-            for phase, start, end, val in zip(self.phases, self.starts, ends, self.validation)
+            {
+                "phase": self.phases[i],
+                "seconds": end - start,
+                "wall": self.wall[i],
+                "validation": self.validation[i] if i < len(self.validation) else 0.0,
+                **self.parts[i],
+            }
+            for i, (start, end) in enumerate(zip(self.starts, self.ends))
         ]
-
-    def part(self, phase: str, name: str) -> float:
-        """Median over the epochs of ``phase`` (the first epoch left out) of one part's seconds."""
-        values = [p.get(name, 0.0) for ph, p in zip(self.phases[1:], self.parts[1:]) if ph == phase]
-        return statistics.median(values) if values else math.nan
 
 
 def _phase_args(batches_per_epoch: int) -> list[str]:
@@ -172,77 +220,65 @@ def _prompted(dataset: Any) -> int:
     return sum(bool(dataset[i]["has_prompt"]) for i in range(len(dataset)))
 
 
-def forward_seconds_per_image(
-    channels: int, size: int, batch_sizes: tuple[int, ...] = (64, 256, 512), images: int = 1024
-) -> float:
-    """Seconds per image of plain batched ResNet-18 passes (inference mode, softmax) at the
-    fastest of ``batch_sizes`` and both memory layouts: the floor of a masked pass."""
-    network = build_backbone("resnet18", num_classes=2, in_channels=channels).eval()
-    best = math.inf
-    with torch.inference_mode():
-        for layout in (torch.contiguous_format, torch.channels_last):
-            for batch in batch_sizes:
-                x = torch.randn(batch, channels, size, size).contiguous(memory_format=layout)
-                torch.softmax(network(x), dim=1)  # warm-up
-                calls = max(1, images // batch)
-                start = time.perf_counter()
-                for _ in range(calls):
-                    torch.softmax(network(x), dim=1)
-                best = min(best, (time.perf_counter() - start) / (calls * batch))
-    return best
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    values = [r.get(key, 0.0) for r in rows]
+    return statistics.median(values) if values else math.nan
 
 
 def epoch_against_floor(device: torch.device, epochs: int = 5) -> list[Figure]:
-    """Figure 8: VAPL F and G epochs against (masked passes + a Baseline epoch)."""
+    """Figure 8: VAPL F and G epochs against (masked passes + a Baseline epoch), in CPU time."""
     if device.type != "cpu":
         say("  figure 8 runs on the CPU only (the setting of issue 16)")
+    first, setting = pass_seconds(3, SIZE)
     with tempfile.TemporaryDirectory() as tmp:
         root = write_folder(Path(tmp) / "data")
         batches = math.ceil(N_TRAIN / BATCH)
-        per_image_before = forward_seconds_per_image(3, SIZE)
         base_clock, _ = fit_epochs(
-            root, Path(tmp) / "baseline", epochs, ["--config", "methods/baseline.yaml"]
+            root, Path(tmp) / "baseline", 3, ["--config", "methods/baseline.yaml"]
         )
         vapl_args = [f"--model.init_args.n_masks={N_MASKS}", *_phase_args(batches)]
         vapl_clock, cli = fit_epochs(root, Path(tmp) / "vapl", epochs, vapl_args)
-        per_image = (per_image_before + forward_seconds_per_image(3, SIZE)) / 2
         datasets = cli.datamodule.datasets
         hp = cli.model.hparams
         val_masks = hp.get("val_n_masks") or hp.n_masks
         passes = _prompted(datasets["train"]) * hp.n_masks + _prompted(datasets["val"]) * val_masks
-    baseline = statistics.median(s for _, s, _ in base_clock.epochs()[1:])
-    baseline_val = statistics.median(v for _, _, v in base_clock.epochs()[1:])
-    floor = passes * per_image + baseline
-    measured = vapl_clock.epochs()[1:]
-    figures = []
+    second, _ = pass_seconds(3, SIZE)
+    per_pass = (first + second) / 2
+    base_rows, vapl_rows = base_clock.epochs()[1:], vapl_clock.epochs()[1:]
+    baseline = _median(base_rows, "seconds")
+    floor = passes * per_pass + baseline
     say(
         f"  folder data {N_TRAIN} train / {N_VAL} val, {SIZE} px, ResNet-18, N={N_MASKS}, "
-        f"batch {BATCH}: {passes} masked passes an epoch at {1e3 * per_image:.2f} ms "
-        f"= {passes * per_image:.2f} s, Baseline epoch {baseline:.2f} s, floor {floor:.2f} s"
+        f"batch {BATCH}; CPU seconds. A plain pass: {1e3 * per_pass:.2f} ms ({setting}; "
+        f"{1e3 * first:.2f} before the fits, {1e3 * second:.2f} after)"
     )
-    base_ckpt = base_clock.part("-", "checkpoint")
-    say(f"    Baseline: validation {baseline_val:.2f} s, checkpoint writes {base_ckpt:.2f} s")
+    say(
+        f"    floor: {passes} masked passes = {passes * per_pass:.2f} s, + a Baseline epoch "
+        f"{baseline:.2f} s (validation {_median(base_rows, 'validation'):.2f} s, checkpoint "
+        f"writes {_median(base_rows, 'checkpoint'):.2f} s, wall {_median(base_rows, 'wall'):.2f} s)"
+        f" = {floor:.2f} s"
+    )
+    figures = []
     for phase, key, goal in (("F", "8a", 1.2), ("G", "8b", None)):
-        seconds = [s for p, s, _ in measured if p == phase]
-        validation = [v for p, _, v in measured if p == phase]
-        if not seconds:
+        rows = [r for r in vapl_rows if r["phase"] == phase]
+        if not rows:
             continue
-        epoch, val = statistics.median(seconds), statistics.median(validation)
+        epoch = _median(rows, "seconds")
         ratio = epoch / floor
         parts = {
-            name: vapl_clock.part(phase, name)
-            for name in ("train_scoring", "val_scoring", "checkpoint")
+            name: _median(rows, name)
+            for name in ("validation", "train_scoring", "val_scoring", "checkpoint", "wall")
         }
+        scoring = parts["train_scoring"] + parts["val_scoring"]
+        rest = epoch - scoring
         say(
-            f"    VAPL {phase} epoch {epoch:.2f} s (validation {val:.2f} s, "
-            f"{100 * val / epoch:.0f} %): {ratio:.3f} x floor"
+            f"    VAPL {phase} epoch {epoch:.2f} s (wall {parts['wall']:.2f} s; validation "
+            f"{100 * parts['validation'] / epoch:.0f} %): {ratio:.3f} x floor"
         )
-        rest = epoch - parts["train_scoring"] - parts["val_scoring"]
         say(
             f"      scoring {parts['train_scoring']:.2f} s in training + "
-            f"{parts['val_scoring']:.2f} s in validation = "
-            f"{(parts['train_scoring'] + parts['val_scoring']) / (passes * per_image):.3f} x the "
-            f"passes; the rest {rest:.2f} s = {rest / baseline:.2f} Baseline epochs "
+            f"{parts['val_scoring']:.2f} s in validation = {scoring / (passes * per_pass):.3f} x "
+            f"the passes; the rest {rest:.2f} s = {rest / baseline:.2f} Baseline epochs "
             f"(checkpoint writes {parts['checkpoint']:.2f} s)"
         )
         figures.append(
@@ -254,12 +290,13 @@ def epoch_against_floor(device: torch.device, epochs: int = 5) -> list[Figure]:
                 None if goal is None else ratio <= goal,
                 {
                     "epoch_s": epoch,
-                    "validation_s": val,
                     "baseline_epoch_s": baseline,
-                    "passes": passes,
-                    "pass_ms": 1e3 * per_image,
-                    "epochs_s": seconds,
+                    "masked_passes": passes,
+                    "pass_ms": 1e3 * per_pass,
+                    "pass_setting": setting,
                     **{f"{name}_s": value for name, value in parts.items()},
+                    "epochs": vapl_clock.epochs(),
+                    "baseline_epochs": base_clock.epochs(),
                 },
             )
         )
