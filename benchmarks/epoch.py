@@ -41,6 +41,11 @@ from datamodules.folder_example import write_example_folder
 from vapl.core.backbones import build_backbone
 from vapl.methods import VAPL
 
+try:  # the benchmark also runs on checkouts from before batch-norm folding (the "before" figure)
+    from vapl.core.fusion import FoldedBatchNorm
+except ImportError:  # pragma: no cover
+    FoldedBatchNorm = None  # type: ignore[assignment,misc]
+
 N_TRAIN, N_VAL, SIZE, N_MASKS, BATCH = 100, 200, 32, 32, 16
 
 
@@ -68,11 +73,14 @@ CLOCK = time.process_time
 
 
 def pass_seconds(
-    channels: int, size: int, images: int = 256, repeats: int = 5
+    channels: int, size: int, images: int = 256, repeats: int = 5, folded: bool = False
 ) -> tuple[float, str]:
     """CPU seconds of one plain ResNet-18 pass (inference mode, softmax) at the fastest of a few
-    batch sizes and both memory layouts (median of ``repeats`` rounds each), and that setting."""
+    batch sizes and both memory layouts (median of ``repeats`` rounds each), and that setting;
+    ``folded``: with its batch norms folded into the convolutions, as the engine scores."""
     network = build_backbone("resnet18", num_classes=2, in_channels=channels).eval()
+    if folded:
+        network = FoldedBatchNorm()(network, torch.randn(1, channels, size, size))
     options = [
         (batch, layout)
         for layout in (torch.contiguous_format, torch.channels_last)
@@ -243,6 +251,7 @@ def epoch_against_floor(device: torch.device, epochs: int = 5) -> list[Figure]:
         val_masks = hp.get("val_n_masks") or hp.n_masks
         passes = _prompted(datasets["train"]) * hp.n_masks + _prompted(datasets["val"]) * val_masks
     second, _ = pass_seconds(3, SIZE)
+    folded = pass_seconds(3, SIZE, folded=True) if FoldedBatchNorm is not None else None
     per_pass = (first + second) / 2
     base_rows, vapl_rows = base_clock.epochs()[1:], vapl_clock.epochs()[1:]
     baseline = _median(base_rows, "seconds")
@@ -281,6 +290,12 @@ def epoch_against_floor(device: torch.device, epochs: int = 5) -> list[Figure]:
             f"the passes; the rest {rest:.2f} s = {rest / baseline:.2f} Baseline epochs "
             f"(checkpoint writes {parts['checkpoint']:.2f} s)"
         )
+        folded_floor = math.nan if folded is None else passes * folded[0] + baseline
+        if folded is not None:
+            say(
+                f"      against passes of the network with its batch norms folded, as the engine "
+                f"scores ({1e3 * folded[0]:.2f} ms, {folded[1]}): {epoch / folded_floor:.3f} x"
+            )
         figures.append(
             Figure(
                 key,
@@ -294,6 +309,8 @@ def epoch_against_floor(device: torch.device, epochs: int = 5) -> list[Figure]:
                     "masked_passes": passes,
                     "pass_ms": 1e3 * per_pass,
                     "pass_setting": setting,
+                    "folded_pass_ms": math.nan if folded is None else 1e3 * folded[0],
+                    "ratio_to_folded_floor": epoch / folded_floor,
                     **{f"{name}_s": value for name, value in parts.items()},
                     "epochs": vapl_clock.epochs(),
                     "baseline_epochs": base_clock.epochs(),

@@ -6,7 +6,7 @@
 11. Optimiser: one Adam step on VAPL's 22.4 M parameters, per-parameter loop against the
     implementation :func:`vapl.core.optim.adam` chooses, and the largest difference.
 12. Validation: a validation pass with ``val_n_masks`` balanced masks against the training
-   setting: time, prompted accuracy per epoch, the epoch it selects, agreement of predictions.
+    setting: time, prompted accuracy per epoch, the epoch it selects, agreement of predictions.
 """
 
 from __future__ import annotations
