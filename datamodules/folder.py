@@ -2,7 +2,7 @@
 
 Columns ``image``, ``label`` and ``split`` are required, ``prompt`` and ``explanation`` optional;
 paths are relative to ``root``. Images are PNG, JPEG or NPY, grey or RGB; prompts PNG or NPY (as
-:func:`vapl.core.prompts.read_prompt` reads them); explanations PNG or NPY in [0, 1].
+:func:`vapl.core.prompt_files.read_prompt` reads them); explanations PNG or NPY in [0, 1].
 
 The CSV is read in ``__init__`` (text only: the class count must be known when the CLI builds the
 model). The first ``setup`` decodes every file once to check it and raises one
@@ -38,7 +38,8 @@ from datamodules.image_files import (
     resize_bilinear,
 )
 from datamodules.transforms import JointRandomFlip
-from vapl.core.prompts import PromptError, empty_prompt, read_prompt, resize_prompt
+from vapl.core.prompt_files import read_prompt
+from vapl.core.prompts import PromptError, empty_prompt, resize_prompt
 
 SPLITS = ("train", "val", "test")
 

@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vapl.apps.scan_io import read_drawn_prompt, read_scan, write_dicom
+from vapl.apps.scan_io import read_scan, write_dicom
 from vapl.core.figures import grad_cam_maps, panel_networks, sample_tiles, save_panel_figure
+from vapl.core.prompt_files import read_prompt
 from vapl.core.prompts import empty_prompt, resize_prompt
 from vapl.methods.base import MethodModule
 
@@ -194,7 +195,7 @@ def predict_files(
     image = read_scan(image_path, model.hparams.in_channels, window, slice_index)
     prompt = None
     if prompt_path is not None:
-        prompt = read_drawn_prompt(prompt_path, tuple(image.shape[-2:]), prompt_kind)
+        prompt = read_prompt(prompt_path, tuple(image.shape[-2:]), kind=prompt_kind)
     prepare = preprocessing_from(data_settings, **preprocessing)
     model_image = prepare(image)
     if prompt is not None:
