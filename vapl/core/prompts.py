@@ -17,12 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vapl.core.errors import UserInputError
+
 INDISPENSABLE = 1.0
 PRECLUDED = 0.0
 UNDECIDED = -1.0
 
 
-class PromptError(ValueError):
+class PromptError(UserInputError, ValueError):
     """A prompt that does not follow the encoding, with the sample or file it came from."""
 
 
