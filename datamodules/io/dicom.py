@@ -40,6 +40,7 @@ from datamodules.io.orientation import (
     replace_nonfinite,
     slice_normal,
 )
+from vapl.core.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ DICOM_SUFFIX = ".dcm"
 DUPLICATE_TOLERANCE_MM = 0.01
 
 
-class DicomError(ValueError):
+class DicomError(UserInputError, ValueError):
     """A DICOM file or series that cannot be used; the message names the file and the reason."""
 
 

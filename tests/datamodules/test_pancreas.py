@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from datamodules import PancreasDataModule
 from datamodules.cache import DataError
 from datamodules.fixtures import write_pancreas_tree
+from vapl.core.errors import MissingPathError
 
 IMAGE = 32
 
@@ -135,8 +136,11 @@ def test_missing_or_broken_index_is_a_clear_error(pancreas, tmp_path):
     index.write_text(json.dumps({"name": "Pancreas"}))
     with pytest.raises(DataError, match="dataset.json: not a Decathlon"):
         make(root, tmp_path / "cache").setup()
-    with pytest.raises(DataError, match="is not a folder"):
+    with pytest.raises(MissingPathError, match="pancreas root folder .*nowhere does not exist"):
         make(tmp_path / "nowhere", tmp_path / "cache").setup()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty.Task07_Pancreas.dataset.json: not found"):
+        make(tmp_path / "empty", tmp_path / "cache").setup()
 
 
 def test_cli_fit_on_a_generated_tree(pancreas, tmp_path, monkeypatch):

@@ -285,8 +285,10 @@ def test_three_stages_through_the_command_line(tmp_path, monkeypatch, capsys):
           str(export_dir / "answers_template.csv"), "--out", str(tmp_path / "human.csv")])  # fmt: skip
     assert set(read_answers(tmp_path / "human.csv").images.values()) == {MAYBE}
     bad = _answers_file(tmp_path, "kind,key,answer", "neuron,99,no")
-    with pytest.raises(SystemExit, match="line 2: neuron index 99 is out of range"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["crayon", "answer", "--export", str(export_dir), "--from", str(bad)])
+    assert exit_info.value.code == 2
+    assert "line 2: neuron index 99 is out of range" in capsys.readouterr().err
 
     main(["crayon", "answer", "--export", str(export_dir), "--oracle", "--threshold", "0.2"])
     answers = read_answers(export_dir / "answers.csv")

@@ -10,7 +10,7 @@ import pytest
 
 from vapl.methods import VAPL, Baseline
 from vapl.training.cli import build_cli
-from vapl.training.configs import bundled_config_dir, resolve_config_args
+from vapl.training.configs import ConfigNotFoundError, bundled_config_dir, resolve_config_args
 
 TINY_DATA = [
     "--data.init_args.n_train=16",
@@ -79,7 +79,7 @@ def test_each_ablation_overlay_sets_its_flag(tmp_path, monkeypatch, overlay):
 
 
 def test_an_unknown_config_name_lists_the_bundled_ones():
-    with pytest.raises(SystemExit, match="demo.yaml"):
+    with pytest.raises(ConfigNotFoundError, match="demo.yaml"):
         resolve_config_args(["fit", "--config", "no-such-config.yaml"])
 
 

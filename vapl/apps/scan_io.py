@@ -36,12 +36,13 @@ import torch
 from datamodules.io.dicom import DicomError, read_frame
 from datamodules.io.nifti import NiftiError, read_nifti_volume
 from datamodules.io.orientation import OrientationError, canonical_slice
+from vapl.core.errors import UserInputError
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-class ScanFileError(ValueError):
+class ScanFileError(UserInputError, ValueError):
     """An image file that cannot be read; the message names the file and the reason."""
 
 
