@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from datamodules.base import PromptedDataModule, TensorSampleDataset
 from datamodules.idx import read_mnist
 from datamodules.transforms import JointRandomCrop
+from vapl.core.progress import progress
 from vapl.core.prompts import empty_prompt, prompt_from_masks, simulate_incomplete
 
 SIZE = 28
@@ -199,7 +199,7 @@ class MnistVariantDataModule(PromptedDataModule, ABC):
         has_prompt = torch.zeros(n, dtype=torch.bool)
         has_prompt[torch.randperm(n, generator=generator)[:n_prompted]] = True
         prompts = torch.empty(n, SIZE, SIZE)
-        for i in tqdm(range(n), desc=f"prompting {split}", leave=False, disable=n < 2000):
+        for i in progress(range(n), desc=f"prompting {split}", leave=False, disable=n < 2000):
             if has_prompt[i]:
                 kept = simulate_incomplete(strokes[i], hp.keep_fraction, hp.jitter, generator)
                 prompts[i] = prompt_from_masks(kept, precluded[i])

@@ -28,7 +28,7 @@ def test_vapl_ablations_are_named_after_the_flags_they_turn_off(flags, expected)
 
 def test_other_methods_and_datasets_are_named_after_their_class():
     assert method_name("vapl.methods.Baseline", {"lr": 1.0}) == "Baseline"
-    assert dataset_name("datamodules.SyntheticDataModule") == "synthetic"
+    assert dataset_name("datamodules.SyntheticDataModule") == "demo"
     assert dataset_name("datamodules.FolderDataModule", {"root": "/data/lung_ct/"}) == (
         "folder-lung_ct"
     )
@@ -39,8 +39,8 @@ def test_other_methods_and_datasets_are_named_after_their_class():
             "data": {"class_path": "datamodules.SyntheticDataModule", "init_args": {}},
         }
     )
-    assert identity == RunIdentity("VAPL-4", "synthetic", 3)
-    assert identity.name == "VAPL-4_synthetic_seed3"
+    assert identity == RunIdentity("VAPL-4", "demo", 3)
+    assert identity.name == "VAPL-4_demo_seed3"
     assert identity.tags == ["VAPL-4", "VAPL", "ablation"]
 
 
@@ -62,14 +62,13 @@ def test_the_wandb_overlay_names_the_run_groups_it_and_adds_the_dashboard(tmp_pa
     csv_logger, wandb_logger = cli.trainer.loggers
     assert isinstance(wandb_logger, WandbRunLogger)
     settings = wandb_logger._wandb_init
-    assert settings["name"] == "VAPL-3_synthetic_seed7"
-    assert settings["group"] == "synthetic"
-    assert settings["tags"] == ["VAPL-3", "VAPL", "ablation", "synthetic"]
+    assert settings["name"] == "VAPL-3_demo_seed7"
+    assert settings["group"] == "demo"
+    assert settings["tags"] == ["VAPL-3", "VAPL", "ablation", "demo"]
     assert settings["mode"] == "offline"
+    assert "anonymous" not in settings  # W&B warns that the setting has no effect
     assert wandb_logger._experiment is None  # nothing started yet
-    assert csv_logger.log_dir.endswith(
-        os.path.join("synthetic", "VAPL-3_synthetic_seed7", "version_0")
-    )
+    assert csv_logger.log_dir.endswith(os.path.join("demo", "VAPL-3_demo_seed7", "version_0"))
     assert [type(c).__name__ for c in cli.trainer.callbacks].count("WandbDashboard") == 1
 
 
@@ -77,7 +76,10 @@ def test_a_config_without_wandb_gets_no_dashboard(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = build_cli(["--config", "demo.yaml"], run=False)
     assert "WandbDashboard" not in [type(c).__name__ for c in cli.trainer.callbacks]
-    assert cli.trainer.loggers[0].name == "lightning_logs"  # demo.yaml's CSV log is left alone
+    # demo.yaml's CSV log is named after the run: runs/demo/VAPL_demo_seed0/version_N
+    assert cli.trainer.loggers[0].log_dir.endswith(
+        os.path.join("demo", "VAPL_demo_seed0", "version_0")
+    )
 
 
 def test_mode_is_offline_unless_logged_in_or_set(tmp_path):

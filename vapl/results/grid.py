@@ -5,7 +5,7 @@ A grid file (``configs/benchmark/demo.yaml`` is one) names the configs of each d
     output: runs/benchmark          # one folder per run: OUTPUT/DATASET/METHOD/seedS
     seeds: [0, 1, 2]
     datasets:
-      synthetic: [demo.yaml]        # configs composed first, in order
+      demo: [demo.yaml]             # configs composed first, in order
     methods:
       VAPL: [methods/vapl.yaml]     # composed after the data set's
       Baseline: [methods/baseline.yaml]
@@ -141,13 +141,13 @@ def main(argv: list[str] | None = None) -> None:
         for run in todo:
             print(shlex.join(command(run, overrides)))
         return
-    from tqdm import tqdm
+    from vapl.core.progress import progress
 
     print(f"{len(runs)} runs in the grid, {len(runs) - len(todo)} already finished.", flush=True)
     failed = []
-    progress = tqdm(todo, desc="benchmark", unit="run")
-    for run in progress:
-        progress.set_postfix_str(f"{run.dataset} {run.method} seed {run.seed}")
+    bar = progress(todo, desc="benchmark", unit="run")
+    for run in bar:
+        bar.set_postfix_str(f"{run.dataset} {run.method} seed {run.seed}")
         start = time.perf_counter()
         with (run.folder / "log.txt").open("w") as log:
             code = subprocess.run(
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         if code != 0:
             failed.append(run)
             tail = (run.folder / "log.txt").read_text().splitlines()[-15:]
-            progress.write(
+            bar.write(
                 f"FAILED ({code}): {run.folder} after {time.perf_counter() - start:.0f} s\n"
                 + "\n".join(tail)
             )

@@ -7,8 +7,9 @@ comparison tables agree. Plain Python: no Lightning or W&B import.
   flag off is ``VAPL-1`` (no refinement), ``VAPL-2`` (no L_Param), ``VAPL-3`` (no L_Activ) or
   ``VAPL-4`` (no learned g); several flags off join them (``VAPL-2+3``).
 * The *data set* is the datamodule's class name without ``DataModule``, lower case
-  (``SyntheticDataModule`` is ``synthetic``); a datamodule with a ``root`` folder adds its name
-  (``folder-myscans``).
+  (``LIDCDataModule`` is ``lidc``), or its entry in :data:`DATASET_NAMES` (the built-in demo data,
+  ``SyntheticDataModule``, is ``demo``, as its config ``demo.yaml`` and its folder ``runs/demo``);
+  a datamodule with a ``root`` folder adds its name (``folder-myscans``).
 * The *seed* is ``seed_everything``.
 """
 
@@ -27,6 +28,9 @@ VAPL_ABLATIONS = {
     "use_activ_loss": 3,
     "use_weight_fn": 4,
 }
+
+#: Data sets named otherwise than after their datamodule class: class name -> data set name.
+DATASET_NAMES = {"SyntheticDataModule": "demo"}
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,7 @@ def method_name(class_path: str, init_args: Mapping[str, Any] | None = None) -> 
 def dataset_name(class_path: str, init_args: Mapping[str, Any] | None = None) -> str:
     """The data set's name from the datamodule's class path and init args (module docstring)."""
     name = short_class_name(class_path)
-    name = re.sub(r"DataModule$", "", name) or name
-    name = name.lower()
+    name = DATASET_NAMES.get(name) or (re.sub(r"DataModule$", "", name) or name).lower()
     root = (init_args or {}).get("root")
     if root:
         name = f"{name}-{Path(str(root)).name}"
