@@ -59,8 +59,9 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def draw_examples(results: dict[str, dict[str, float]], path: Path, count: int = 4) -> Path:
-    """Test samples with prompt, refined prompt, each model's Grad-CAM and its prediction."""
-    from vapl.core.figures import grad_cam_maps, sample_tiles, save_panel_figure
+    """Test samples in the panel style of :mod:`vapl.core.figures`: image, prompt, the refined
+    prompt, the Grad-CAM of VAPL's prompted and unprompted models and of the Baseline."""
+    from vapl.core.figures import PanelRow, grad_cam_maps, save_panel_figure
 
     module = results["VAPL"]["_module"]
     dataset = results["VAPL"]["_datamodule"].datasets["test"]
@@ -70,23 +71,37 @@ def draw_examples(results: dict[str, dict[str, float]], path: Path, count: int =
     baseline.eval()
     with torch.no_grad():
         out = module.predict_both(batch)
-        base_pred = baseline(batch["image"]).argmax(1)
+        base_probs = torch.softmax(baseline(batch["image"]), dim=1)
     refined = out["refined_prompt"]
     cams = {
-        "VAPL prompted": grad_cam_maps(module.prompted_model, batch["image"] * refined[:, None]),
+        "prompted": grad_cam_maps(module.prompted_model, batch["image"] * refined[:, None]),
+        "unprompted": grad_cam_maps(module.unprompted_model, batch["image"]),
         "Baseline": grad_cam_maps(baseline.model, batch["image"]),
     }
-    rows = [
-        sample_tiles(
-            batch["image"][i], batch["prompt"][i], refined[i], {k: v[i] for k, v in cams.items()}
+    heads = {
+        "prompted": out["prompted_probs"],
+        "unprompted": out["unprompted_probs"],
+        "Baseline": base_probs,
+    }
+    rows = []
+    for i in range(count):
+        said = " | ".join(
+            f"{name} {int(p[i].argmax())} ({float(p[i].max()):.2f})" for name, p in heads.items()
         )
-        for i in range(count)
-    ]
-    titles = [
-        f"label {int(y)} | VAPL {int(pm)} | Baseline {int(pb)}"
-        for y, pm, pb in zip(batch["label"], out["prompted_probs"].argmax(1), base_pred)
-    ]
-    return save_panel_figure(path, rows, titles)
+        rows.append(
+            PanelRow(
+                batch["image"][i],
+                batch["prompt"][i],
+                refined[i] if bool(batch["has_prompt"][i]) else None,
+                {name: cam[i] for name, cam in cams.items()},
+                title=f"{batch['id'][i]} | label {int(batch['label'][i])} | {said}",
+            )
+        )
+    title = (
+        "Demo test samples: VAPL prompted (f_m on image x A), VAPL unprompted (f_o), Baseline"
+        " (predicted class and probability at the left)"
+    )
+    return save_panel_figure(path, rows, title)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from vapl.apps.scan_io import read_scan, write_dicom
-from vapl.core.figures import grad_cam_maps, panel_networks, sample_tiles, save_panel_figure
+from vapl.core.figures import PanelRow, grad_cam_maps, panel_networks, save_panel_figure
 from vapl.core.prompt_files import read_prompt
 from vapl.core.prompts import empty_prompt, resize_prompt
 from vapl.methods.base import MethodModule
@@ -123,7 +123,7 @@ class PromptedPrediction:
         }
 
     def save_figure(self, path: str | Path) -> Path:
-        tiles = sample_tiles(self.image, self.prompt, self.refined_prompt, self.cams)
+        row = PanelRow(self.image, self.prompt, self.refined_prompt, self.cams)
         parts = []
         for name, probs in (
             ("with prompt", self.prompted_probs),
@@ -132,7 +132,7 @@ class PromptedPrediction:
             if probs is not None:
                 index = int(probs.argmax())
                 parts.append(f"{name}: {self.class_names[index]} ({float(probs[index]):.2f})")
-        return save_panel_figure(path, [tiles], title=" | ".join(parts))
+        return save_panel_figure(path, [row], title=" | ".join(parts))
 
 
 def predict_image(
