@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
-from datamodules.synthetic import SyntheticDataModule
 from vapl.core.backbones import build_backbone
 from vapl.core.figures import grad_cam_maps, panel_networks, sample_tiles, tile_strip
 from vapl.methods import VAPL, Baseline
@@ -56,19 +55,16 @@ def test_a_sample_row_has_image_prompt_refined_prompt_and_one_cam_per_model():
     assert strip.shape == (96, 5 * 96 + 4 * 2, 3) and strip.dtype.name == "uint8"
 
 
-def test_without_wandb_the_panels_are_written_as_png(tmp_path):
+def test_without_wandb_the_panels_are_written_as_png(
+    tmp_path, tiny_trainer, tiny_data, tiny_method
+):
     seed_everything(0)
-    model = VAPL(num_classes=2, in_channels=1, backbone="tiny", n_masks=4, chunk_size=16)
-    data = SyntheticDataModule(n_train=8, n_val=4, n_test=4, image_size=16, batch_size=4)
-    trainer = Trainer(
-        accelerator="cpu",
+    model = tiny_method(VAPL, n_masks=4)
+    data = tiny_data(n_train=8, n_val=4, n_test=4, batch_size=4)
+    trainer = tiny_trainer(
         max_epochs=2,
         logger=CSVLogger(tmp_path),
         callbacks=[WandbDashboard(every_n_epochs=2, n_samples=2)],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=data)
     panels = sorted(
