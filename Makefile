@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export WANDB_MODE ?= offline
 
-.PHONY: help demo test test-full lint bench clean install
+.PHONY: help demo test test-full lint bench results clean install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint: $(STAMP) ## ruff
 
 bench: $(STAMP) ## performance benchmarks (ratios measured in one run)
 	$(BIN)/python -m benchmarks
+
+results: $(STAMP) ## every method, six data sets, 3 seeds (about an hour on 2 cores): docs/results.md
+	$(BIN)/vapl benchmark --config benchmark/results.yaml --launch inprocess --workers 2 --threads 1
 
 clean: ## remove the virtual environment, run folders and caches
 	rm -rf $(VENV) lightning_logs runs wandb .hypothesis .pytest_cache .ruff_cache build dist

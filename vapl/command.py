@@ -4,7 +4,7 @@
 with :func:`vapl.training.cli.build_cli`. vapl's own subcommands are dispatched before LightningCLI
 is built (:data:`EXTRA_COMMANDS`): ``fit-test`` (fit, then test the best checkpoint in the same
 run), ``report`` (comparison tables from finished runs), ``benchmark`` (a grid of methods, data
-sets and seeds), ``predict-image`` (one image and a drawn prompt) and ``crayon`` (CRAYON's
+sets and seeds), ``results-page`` (docs/results.md from a finished results grid), ``predict-image`` (one image and a drawn prompt) and ``crayon`` (CRAYON's
 annotation stages). ``vapl COMMAND --help`` describes each.
 """
 
@@ -21,6 +21,7 @@ EXTRA_COMMANDS = {
     "fit-test": "vapl.training.fit_then_test",
     "report": "vapl.results.report",
     "benchmark": "vapl.results.grid",
+    "results-page": "vapl.results.page",
     "predict-image": "vapl.apps.predict_image",
 }
 
