@@ -37,8 +37,12 @@ lint: $(STAMP) ## ruff
 bench: $(STAMP) ## performance benchmarks (ratios measured in one run)
 	$(BIN)/python -m benchmarks
 
+# Worker processes of one torch thread each; RESULTS_WORKERS=1 on a machine whose cores are busy.
+RESULTS_WORKERS ?= 2
+
 results: $(STAMP) ## every method, six data sets, 3 seeds (about an hour on 2 cores): docs/results.md
-	$(BIN)/vapl benchmark --config benchmark/results.yaml --launch inprocess --workers 2 --threads 1
+	$(BIN)/vapl benchmark --config benchmark/results.yaml --launch inprocess \
+		--workers $(RESULTS_WORKERS) --threads 1
 
 clean: ## remove the virtual environment, run folders and caches
 	rm -rf $(VENV) lightning_logs runs wandb .hypothesis .pytest_cache .ruff_cache build dist

@@ -628,7 +628,10 @@ def update_readme(readme: Path, page: str, link: str) -> None:
     if README_BEGIN not in text or README_END not in text:
         raise SystemExit(f"{readme}: no {README_BEGIN} ... {README_END} markers to fill")
     table = page.split("## Headline: accuracy with prompts", 1)[1].split("\n## ", 1)[0].strip()
-    block = f"{README_BEGIN}\n{table}\n\nFrom [{link}]({link}).\n{README_END}"
+    source = f"From [{link}]({link})"
+    if "TRIAL RUN" in page:
+        source += ", a trial run (reduced grid), not the results of record"
+    block = f"{README_BEGIN}\n{table}\n\n{source}.\n{README_END}"
     readme.write_text(
         re.sub(
             re.escape(README_BEGIN) + ".*?" + re.escape(README_END),
