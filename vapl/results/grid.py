@@ -340,15 +340,24 @@ def main(argv: list[str] | None = None) -> None:
     for run in todo:
         run.folder.mkdir(parents=True, exist_ok=True)
         (run.folder / "run.yaml").write_text(yaml.safe_dump(run_config(run, settings["wandb"])))
-    if options.launch == "print":  # in order: a CRAYON cell's source and its export come first
+    if options.launch == "print":  # a CRAYON cell once its source finished, after its export
         exported: set[GridRun] = set()
+        later = [r for r in todo if r.start_from is not None and not is_finished(r.start_from)]
         for run in todo:
+            if run in later:
+                continue
             source = run.start_from
             if source is not None and run.crayon and source not in exported:
                 exported.add(source)
                 for line in export_commands(source, overrides):
                     print(shlex.join(line))
             print(shlex.join(command(run, overrides)))
+        if later:
+            print(
+                f"# {len(later)} runs start from runs above: run --launch print again once "
+                "those have finished",
+                file=sys.stderr,
+            )
         return
     from vapl.results.launch import execute
 
