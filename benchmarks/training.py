@@ -14,6 +14,7 @@ from datamodules.synthetic import SyntheticDataModule, make_synthetic_split
 from vapl.core.backbones import build_backbone
 from vapl.core.losses import activation_distance
 from vapl.methods import VAPL, Baseline
+from vapl.training.tiny import tiny_trainer
 
 
 def _batch(n: int, size: int, device: torch.device) -> dict[str, Any]:
@@ -146,17 +147,11 @@ class _StepTimer(Callback):
 
 def _fit(module: LightningModule, steps: int, size: int, batch: int, device: torch.device):
     timer = _StepTimer(device)
-    trainer = Trainer(
+    trainer = tiny_trainer(
         accelerator=device.type,
-        devices=1,
         max_epochs=1,
         limit_train_batches=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
-        num_sanity_val_steps=0,
         callbacks=[timer],
     )
     data = SyntheticDataModule(n_train=8 * batch, image_size=size, batch_size=batch)

@@ -167,8 +167,8 @@ class FolderDataModule(PromptedDataModule):
         root: the folder holding labels.csv; paths in the CSV are relative to it.
         image_size: every image is resized to this (int: square, or (height, width)).
         channels: 1 or 3; grey images are repeated to 3 channels, RGB becomes luma for 1.
-        mean: after scaling to [0, 1] the image becomes ``(x - mean) / std`` (one value, or one a
-            channel). The defaults 0.5, 0.5 map [0, 1] to [-1, 1]; pass ImageNet's statistics
+        mean: after scaling to [0, 1] the image becomes ``(x - mean) / std`` (one value, or one
+            a channel). The defaults 0.5, 0.5 map [0, 1] to [-1, 1]; pass ImageNet's statistics
             with ImageNet-pretrained weights.
         std: see ``mean``.
         classes: class names in index order. Default: integer labels are indices, names are
@@ -176,6 +176,7 @@ class FolderDataModule(PromptedDataModule):
         augment: random left-right flips of image, prompt and explanation together (train only).
         cache: keep every decoded sample in memory (float32, about 4 * (channels + 2) * H * W
             bytes each) instead of decoding it again in every epoch.
+        **kwargs: the settings every datamodule shares (:class:`~datamodules.base.PromptedDataModule`).
     """
 
     def __init__(

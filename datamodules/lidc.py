@@ -81,7 +81,21 @@ def choose_negatives(
 
 
 class LIDCDataModule(MedicalSliceDataModule):
-    """LIDC-IDRI CT slices: nodule (1) or not (0). One channel, two classes."""
+    """LIDC-IDRI CT slices: nodule (1) or not (0). One channel, two classes.
+
+    Args:
+        root: the folder holding ``LIDC-IDRI-NNNN`` patient folders.
+        window_level: centre of the CT window in HU (lung window).
+        window_width: width of the CT window in HU.
+        consensus: share of a series' readers that must draw a pixel for it to be nodule.
+        negatives_per_positive: negative slices chosen per positive slice.
+        negative_gap: slices a negative keeps from any slice a reader marked.
+        negative_reach: slices a negative lies at most from a positive.
+        n_train: training samples.
+        n_val: validation samples.
+        n_test: test samples (``None``: every remaining patient's).
+        **kwargs: :class:`~datamodules.medical.MedicalSliceDataModule`'s arguments.
+    """
 
     dataset_name = "lidc"
 

@@ -106,6 +106,21 @@ class MedicalSliceDataModule(PromptedDataModule, ABC):
     arrays), :meth:`list_cases` (cases and their source files, found without reading pixels),
     :meth:`case_name` and :meth:`process_case` (one case's samples, or ``CaseSkipped`` /
     ``CaseIgnored``).
+
+    Args:
+        root: the archive's root folder.
+        n_train: training samples (split by patient, see docs/data.md).
+        n_val: validation samples.
+        n_test: test samples (``None``: every remaining patient's).
+        cache_dir: the cache folder (``None``: a folder inside ``root``).
+        image_size: side of the square slices in pixels.
+        balanced: balance the two classes in every split.
+        keep_fraction: share of the region the incomplete prompt keeps.
+        jitter: pixels of random jitter along the kept prompt's border.
+        prompt_fraction: share of the samples that carry a prompt.
+        augment: random joint left-right flips (train only).
+        strict: stop at the first bad file instead of skipping its case.
+        **kwargs: the settings every datamodule shares (:class:`~datamodules.base.PromptedDataModule`).
     """
 
     dataset_name = "medical"

@@ -59,7 +59,22 @@ class PancreasCase:
 
 
 class PancreasDataModule(MedicalSliceDataModule):
-    """Pancreas CT slices: tumour (1) or normal pancreas (0). One channel, two classes."""
+    """Pancreas CT slices: tumour (1) or normal pancreas (0). One channel, two classes.
+
+    Args:
+        root: the folder holding the three folders below.
+        msd_dir: the Medical Segmentation Decathlon's Task07 (abnormal cases, NIfTI).
+        normal_dir: TCIA Pancreas-CT (normal cases, DICOM).
+        normal_label_dir: the TCIA pancreas labels (NIfTI).
+        window_level: centre of the CT window in HU (abdomen window).
+        window_width: width of the CT window in HU.
+        min_region_pixels: pixels of tumour (or pancreas) a slice needs to be used.
+        prompt_source: the region the prompt marks (docs/data.md).
+        n_train: training samples.
+        n_val: validation samples.
+        n_test: test samples (``None``: every remaining patient's).
+        **kwargs: :class:`~datamodules.medical.MedicalSliceDataModule`'s arguments.
+    """
 
     dataset_name = "pancreas"
 

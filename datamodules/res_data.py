@@ -249,6 +249,18 @@ class ResDataModule(PromptedDataModule):
     training images (-1: all the rest) join as unprompted samples; the release's val and test
     folders are the validation and test sets, with prompts where an image is annotated
     (``eval_prompts``). Bad input is skipped and counted, or raises (``on_bad_input="error"``).
+
+    Args:
+        root: the release's root folder.
+        image_size: side of the square images in pixels.
+        n_annotated_train: annotated training images that carry prompts (-1: all).
+        n_unprompted_train: further training images without prompts (-1: all the rest).
+        eval_prompts: annotated validation and test images carry prompts.
+        annotation_size: side of the release's attention matrices.
+        augment: random joint flips (and shifts with ``crop_padding``), train only.
+        crop_padding: the largest random shift in pixels (0: none).
+        on_bad_input: ``skip`` (count and warn) or ``error``.
+        **kwargs: the settings every datamodule shares (:class:`~datamodules.base.PromptedDataModule`).
     """
 
     class_names: tuple[str, ...] = ()

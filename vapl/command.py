@@ -45,6 +45,9 @@ COMMANDS: dict[str, Command] = {
     "benchmark": Command(
         "vapl.results.grid", "a grid of methods, data sets and seeds, then report"
     ),
+    "results-page": Command(
+        "vapl.results.page", "docs/results.md from a finished results grid (make results)"
+    ),
     "predict-image": Command(
         "vapl.apps.predict_image", "one image (DICOM, NIfTI, PNG) with and without a drawn prompt"
     ),

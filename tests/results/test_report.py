@@ -15,7 +15,7 @@ from vapl.results.grid import command, is_finished, load_grid, run_config
 from vapl.results.grid import main as benchmark_main
 from vapl.results.report import build_rows, main, rank_marks, split_ablations
 from vapl.results.runs import collect_runs
-from vapl.training.wandb_records import read_wandb_run
+from vapl.training.wandb_records import read_wandb_run, wait_until_finished
 
 METRICS = ("acc", "precision", "recall", "f1")
 
@@ -144,7 +144,9 @@ def test_a_wandb_offline_run_folder_is_read_like_a_csv_run(tmp_path, monkeypatch
     run = wandb.init(dir=str(tmp_path), mode="offline", project="p", config={"config": config})
     run.log({"val/unprompted/acc": 0.5, "test/unprompted/acc": 0.25, "test/unprompted/f1": 0.5})
     run.summary["best/val/unprompted/acc"] = 0.625
+    folder = Path(run.dir).parent
     run.finish()
+    wait_until_finished(folder, timeout=120)  # W&B's service writes the file in the background
     assert "WANDB_MODE" not in os.environ
     (result,) = collect_runs([tmp_path])
     assert (result.identity.method, result.identity.dataset, result.identity.seed) == (

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.base import EpochSeededSampler
-from datamodules.synthetic import SyntheticDataModule
 from vapl.methods import VAPL, Baseline
 from vapl.results.runs import collect_runs
 from vapl.training.callbacks import RankConsistencyCheck
+from vapl.training.tiny import tiny_data, tiny_method, tiny_trainer
 from vapl.training.wandb_records import read_wandb_run
 
 TOLERANCE = 1e-4  # float sums in another order, amplified by a few Adam steps
@@ -64,27 +64,19 @@ def _fit(
     """Fit on tiny demo data; return every process's final weights and metrics."""
     folder.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
-    common = dict(num_classes=2, in_channels=1, backbone="tiny_gn", lr=1e-2)
     if method == "vapl":
-        model = VAPL(**common, n_masks=8, chunk_size=16, f_steps=1, g_steps=2)
+        model = tiny_method(VAPL, backbone="tiny_gn", lr=1e-2, f_steps=1, g_steps=2)
     else:
-        model = Baseline(**common)
-    data = SyntheticDataModule(
-        n_train=32, n_val=16, n_test=16, image_size=16, batch_size=batch_size
-    )
+        model = tiny_method(Baseline, backbone="tiny_gn", lr=1e-2)
+    data = tiny_data(n_train=32, n_val=16, batch_size=batch_size)
     callbacks = [SaveRankState(str(folder)), RankConsistencyCheck()]
     if checkpoint_dir is not None:
         callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0))
-    trainer = Trainer(
-        accelerator="cpu",
+    trainer = tiny_trainer(
         devices=devices,
         strategy=strategy,
         max_epochs=max_epochs,
-        logger=False,
         enable_checkpointing=checkpoint_dir is not None,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         callbacks=callbacks,
     )
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)

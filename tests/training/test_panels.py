@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import CSVLogger
 
-from datamodules.synthetic import SyntheticDataModule
 from vapl.core.backbones import build_backbone
 from vapl.core.figures import (
     PanelRow,
@@ -102,19 +101,16 @@ def test_a_panel_has_one_column_order_a_legend_and_colour_bars():
     assert pixels.dtype.name == "uint8" and pixels.ndim == 3 and pixels.shape[2] == 3
 
 
-def test_without_wandb_the_panels_are_written_as_png(tmp_path):
+def test_without_wandb_the_panels_are_written_as_png(
+    tmp_path, tiny_trainer, tiny_data, tiny_method
+):
     seed_everything(0)
-    model = VAPL(num_classes=2, in_channels=1, backbone="tiny", n_masks=4, chunk_size=16)
-    data = SyntheticDataModule(n_train=8, n_val=4, n_test=4, image_size=16, batch_size=4)
-    trainer = Trainer(
-        accelerator="cpu",
+    model = tiny_method(VAPL, n_masks=4)
+    data = tiny_data(n_train=8, n_val=4, n_test=4, batch_size=4)
+    trainer = tiny_trainer(
         max_epochs=2,
         logger=CSVLogger(tmp_path),
         callbacks=[WandbDashboard(every_n_epochs=2, n_samples=2)],
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
     )
     trainer.fit(model, datamodule=data)
     panels = sorted(

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "reference")
+#: Where the maps come from: a VLM, or the data's ground-truth ``explanation`` (an oracle VLM).
+MAP_SOURCES = ("vlm", "explanation")
 WARMUP_PHASES = ("ce", "attention")
 
 
@@ -91,6 +93,9 @@ class LearningToLook(CAMGuided):
         warmup_epochs: epochs in which only one term trains (``reference`` schedule).
         warmup_phase: the term that trains during the warm-up, ``ce`` or ``attention``.
         lambda_growth: lambda's growth per epoch after the warm-up (``reference`` schedule).
+        map_source: ``vlm`` (the paper: maps from the VLM above) or ``explanation``: the batch's
+            ground-truth explanation is the map, an "oracle VLM" (ours, for comparisons where no
+            CLIP weights are at hand; the VLM settings are then unused).
         **kwargs: :class:`~vapl.methods.cam.CAMGuided`'s arguments.
     """
 
@@ -113,9 +118,12 @@ class LearningToLook(CAMGuided):
         warmup_epochs: int = 0,
         warmup_phase: str = "ce",
         lambda_growth: float = 0.1,
+        map_source: str = "vlm",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if map_source not in MAP_SOURCES:
+            raise ValueError(f"map_source is one of {MAP_SOURCES}, got {map_source!r}")
         loss_weights(
             0, self.hparams.attention_weight, lambda_schedule, warmup_epochs, warmup_phase
         )  # checks
@@ -149,11 +157,20 @@ class LearningToLook(CAMGuided):
             return Path(data_cache) / "vlm_maps"
         return Path(self.trainer.default_root_dir) / "vlm_maps"
 
+    @property
+    def oracle_maps(self) -> bool:
+        """The maps are the data's explanations (``map_source="explanation"``)."""
+        return self.hparams.get("map_source", "vlm") == "explanation"
+
     def setup(self, stage: str) -> None:
+        if self.oracle_maps:
+            return
         if stage == "fit" and self.map_generator is None:
             self.map_generator = self.build_map_generator()  # a missing weights file fails here
 
     def on_fit_start(self) -> None:
+        if self.oracle_maps:
+            return
         self.map_generator.to(self.device)
         if not self.hparams.map_cache:
             return
@@ -171,6 +188,12 @@ class LearningToLook(CAMGuided):
 
     def attention_maps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
         """``(maps [B, H, W] of the batch's images, how many were computed on the fly)``."""
+        if self.oracle_maps:
+            if batch.get("explanation") is None:
+                raise ValueError(
+                    "map_source='explanation' needs a data set whose samples have an explanation"
+                )
+            return batch["explanation"], 0
         if self.map_generator is None:
             self.map_generator = self.build_map_generator().to(self.device)
         images = batch["image"]
