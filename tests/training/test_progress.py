@@ -34,7 +34,7 @@ def test_training_progress_is_one_line_per_epoch_and_evaluation(tmp_path):
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue()
     assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2", "test"]
-    assert lines[0].startswith("epoch 1/2: 2 batches in ") and "val/unprompted/acc" not in lines[0]
+    assert lines[0].startswith("epoch 1/2: 2 batches in ") and "val/unprompted/acc " in lines[0]
     assert lines[2].startswith("test: 1 batches in ")
 
 

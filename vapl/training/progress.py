@@ -2,8 +2,8 @@
 
 Lightning's progress bars redraw a line many times a second; written to a file, each redraw stays,
 and ``make demo > log 2>&1`` was 70 KB of bars. :class:`PlainProgressBar` prints one line per
-training epoch (time and the progress-bar metrics), one per evaluation, and within a long epoch a
-line every ``interval`` seconds. The ``vapl`` command uses it instead of the bars whenever
+training epoch (time, the progress-bar metrics and the validation accuracies), one per
+evaluation, and within a long epoch a line every ``interval`` seconds. The ``vapl`` command uses it instead of the bars whenever
 standard error is not a terminal (:func:`wants_plain_progress`).
 """
 
@@ -93,6 +93,11 @@ class PlainProgressBar(ProgressBar):
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         metrics = self.get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
+        metrics.update(  # the validation accuracies, which no progress bar shows
+            (key, value)
+            for key, value in trainer.callback_metrics.items()
+            if key.startswith("val/") and key.endswith("/acc")
+        )
         shown = ", ".join(f"{key} {_format_value(value)}" for key, value in metrics.items())
         self.print(
             f"epoch {trainer.current_epoch + 1}{epochs}: {self._done} batches in "
