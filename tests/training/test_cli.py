@@ -113,3 +113,11 @@ def test_the_console_script_runs_from_another_directory(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "fast_dev_run" in result.stderr + result.stdout
+
+
+def test_vapl_commands_passing_their_arguments_get_no_warning_about_it(monkeypatch, recwarn):
+    # vapl fit-test ARGS: sys.argv holds the command line, build_cli gets the resolved ARGS
+    monkeypatch.setattr(sys, "argv", ["vapl", "fit-test", "--config", "demo.yaml"])
+    build_cli(["--config", "demo.yaml", *FAST], run=False)
+    assert not [w for w in recwarn if "args parameter" in str(w.message)]
+
