@@ -92,6 +92,19 @@ def test_fit_help_is_plain_text_names_the_configs_and_how_to_see_a_method(capsys
     assert out.count("Required: the method") == 1 and out.count("Required: the data set") == 1
 
 
+@pytest.mark.parametrize(
+    "name", ["fit-test", "report", "benchmark", "results-page", "predict-image", "crayon", "configs"]
+)
+def test_every_command_has_plain_text_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert out.startswith("usage: vapl") or "vapl fit-test" in out
+    for markup in ("``", ":class:", ":func:", ":meth:", ":mod:", "`_"):
+        assert markup not in out, markup
+
+
 # ----- user errors -------------------------------------------------------------------------------
 def test_a_nested_jsonargparse_message_becomes_one_line():
     message = """Parser key "model":

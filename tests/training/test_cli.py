@@ -120,4 +120,3 @@ def test_vapl_commands_passing_their_arguments_get_no_warning_about_it(monkeypat
     monkeypatch.setattr(sys, "argv", ["vapl", "fit-test", "--config", "demo.yaml"])
     build_cli(["--config", "demo.yaml", *FAST], run=False)
     assert not [w for w in recwarn if "args parameter" in str(w.message)]
-

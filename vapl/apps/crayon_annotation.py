@@ -49,6 +49,7 @@ from vapl.core.yesno import (
     write_answers,
 )
 from vapl.methods.crayon import MAPS_FILE, load_classifier_state
+from vapl.training.help import plain_text
 
 ANSWERS_FILE = "answers.csv"
 TEMPLATE_FILE = "answers_template.csv"
@@ -223,7 +224,9 @@ def answer(
 
 def main(args: Sequence[str] | None = None) -> None:
     """``vapl crayon export ...`` / ``vapl crayon answer ...`` (``-h`` for the options)."""
-    parser = argparse.ArgumentParser(prog="vapl crayon", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="vapl crayon", description=plain_text(__doc__.split("\n")[0])
+    )
     stages = parser.add_subparsers(dest="stage", required=True)
     ex = stages.add_parser("export", help="stage 1: Grad-CAMs and neuron concepts to judge")
     ex.add_argument("--checkpoint", required=True, help="the original (Baseline) model")

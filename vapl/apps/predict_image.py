@@ -40,6 +40,7 @@ from vapl.core.figures import PanelRow, grad_cam_maps, panel_networks, save_pane
 from vapl.core.prompt_files import read_prompt
 from vapl.core.prompts import empty_prompt, resize_prompt
 from vapl.methods.base import MethodModule
+from vapl.training.help import PlainDescriptionFormatter
 
 
 @dataclass
@@ -243,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vapl predict-image",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=PlainDescriptionFormatter,
     )
     parser.add_argument("--checkpoint", help="a checkpoint written by vapl fit / fit-test")
     parser.add_argument("--image", help="DICOM, NIfTI, PNG, JPEG or NPY image")

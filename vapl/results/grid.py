@@ -58,6 +58,7 @@ import yaml
 
 from vapl.results.runs import collect_runs
 from vapl.training.configs import resolve_config
+from vapl.training.help import PlainDescriptionFormatter
 
 
 @dataclass(frozen=True)
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="vapl benchmark",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=PlainDescriptionFormatter,
     )
     parser.add_argument(
         "--config", "-c", required=True, help="grid file (e.g. benchmark/demo.yaml)"

@@ -31,6 +31,7 @@ from vapl.core.metrics import METRIC_NAMES
 from vapl.results.report import Row, bar_chart, markdown_table
 from vapl.results.runs import RunResult, collect_runs
 from vapl.results.sensitivity import SYMBOLS, configured_value, sensitivity_figure
+from vapl.training.help import PlainDescriptionFormatter
 
 RUN_INFO = "run_info.json"
 EXPLANATION_METRICS = ("iou", "pointing")
@@ -646,7 +647,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="vapl results-page",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=PlainDescriptionFormatter,
     )
     parser.add_argument("output", help="the results grid's output folder (with run_info.json)")
     parser.add_argument("--page", default="docs/results.md")

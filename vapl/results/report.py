@@ -7,7 +7,8 @@ Reads every finished run under the given folders (CSV logs and W&B run folders, 
   on the test split, as mean ± standard deviation over seeds (in percent; the sample standard
   deviation, ``n - 1``; a single seed shows the mean alone), the best of each column in bold and
   the second underlined; then the ablation table (VAPL-1 to VAPL-4 and VAPL, prompted head);
-* ``bars.png``: the main table as a bar chart with the standard deviation as error bars;
+* ``bars.png``: the main table as a bar chart, the standard deviation as error bars where a row
+  has two seeds or more, the legend below the bars;
 * ``results.csv``: one line per run, head and metric, for your own analysis.
 
 Rows: a method that predicts with and without a prompt (VAPL) has a row per head,
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from vapl.core.metrics import METRIC_NAMES
 from vapl.results.runs import RunResult, collect_runs
+from vapl.training.help import PlainDescriptionFormatter
 
 HEADS = ("prompted", "unprompted")
 METRIC_TITLES = {"acc": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1"}
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="vapl report",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=PlainDescriptionFormatter,
     )
     parser.add_argument("runs", nargs="+", help="folders to search for finished runs")
     parser.add_argument("--out", default=None, help="output folder (default: FIRST_RUNS/report)")

@@ -8,6 +8,7 @@ as optional, are marked as required (a config gives them).
 
 from __future__ import annotations
 
+import argparse
 import re
 import textwrap
 from argparse import Action
@@ -77,6 +78,17 @@ class VaplHelpFormatter(DefaultHelpFormatter):
             return text
         prog = self._prog.replace(" [options]", "")
         return f"{prefix or 'usage: '}{prog} [-h] [-c CONFIG ...] [--KEY VALUE ...]\n\n"
+
+
+class PlainDescriptionFormatter(argparse.RawDescriptionHelpFormatter):
+    """For vapl's own argparse commands (``vapl report --help``, ...): the description (a module
+    docstring) kept as written but in plain text, and so the options' help."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return super()._fill_text(plain_text(text), width, indent)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return super()._split_lines(plain_text(text), width)
 
 
 #: Titles of the argument groups of ``vapl fit --help`` (by the option that identifies the group).
