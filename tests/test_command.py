@@ -93,7 +93,8 @@ def test_fit_help_is_plain_text_names_the_configs_and_how_to_see_a_method(capsys
 
 
 @pytest.mark.parametrize(
-    "name", ["fit-test", "report", "benchmark", "results-page", "predict-image", "crayon", "configs"]
+    "name",
+    ["fit-test", "report", "benchmark", "results-page", "predict-image", "crayon", "configs"],
 )
 def test_every_command_has_plain_text_help(name, capsys):
     with pytest.raises(SystemExit) as exit_info:
