@@ -123,6 +123,25 @@ def test_a_nested_jsonargparse_message_becomes_one_line():
     )
 
 
+def test_an_error_raised_in_a_dataloader_worker_is_its_own_message():
+    from torch._utils import ExceptionWrapper
+
+    from datamodules.folder_csv import FolderDataError
+    from vapl.training.user_errors import user_error_message
+
+    try:
+        raise FolderDataError("labels.csv: line 3: images/a.png: file not found")
+    except FolderDataError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(FolderDataError) as raised:
+        wrapped.reraise()
+    assert "Traceback" in str(raised.value)  # what torch puts in the message
+    assert user_error_message(raised.value, "fit") == (
+        "labels.csv: line 3: images/a.png: file not found",
+        "",
+    )
+
+
 def test_debug_shows_the_traceback_instead(monkeypatch, capsys):
     from vapl.training.configs import ConfigNotFoundError
 
