@@ -58,11 +58,14 @@ def test_a_sample_row_has_image_prompt_refined_prompt_and_one_cam_per_model():
 
 def test_without_wandb_the_panels_are_written_as_png(tmp_path):
     seed_everything(0)
-    model = VAPL(num_classes=2, in_channels=1, backbone="tiny", n_masks=4, chunk_size=16)
+    model = VAPL(
+        num_classes=2, in_channels=1, backbone="tiny", n_masks=4, chunk_size=16, f_epochs=1,
+        g_epochs=1,
+    )  # fmt: skip
     data = SyntheticDataModule(n_train=8, n_val=4, n_test=4, image_size=16, batch_size=4)
     trainer = Trainer(
         accelerator="cpu",
-        max_epochs=2,
+        max_epochs=1,  # one F epoch and one G epoch
         logger=CSVLogger(tmp_path),
         callbacks=[WandbDashboard(every_n_epochs=2, n_samples=2)],
         enable_checkpointing=False,
