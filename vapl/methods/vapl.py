@@ -181,7 +181,10 @@ class VAPL(MethodModule):
             return
         trainer = self.trainer
         loop = trainer.fit_loop
-        if self._extended_loop == id(loop) or trainer.fast_dev_run:
+        if self._extended_loop == id(loop):  # this trainer has been extended already
+            return
+        self.unit_budget = None
+        if trainer.fast_dev_run:
             return
         network_epochs = loop.max_epochs
         if network_epochs is None or network_epochs < 0:
