@@ -44,8 +44,12 @@ def test_every_method_overlay_gets_the_data_sets_network_epochs(dataset):
             assert budget.trainer_epochs == budget.network_epochs, (dataset, method, budget)
 
 
-def test_the_benchmark_grid_gives_every_method_the_same_network_epochs():
-    runs, settings = load_grid("benchmark/demo.yaml")
+GRIDS = sorted(f"benchmark/{p.name}" for p in (CONFIGS / "benchmark").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_the_benchmark_grids_give_every_method_the_same_network_epochs(grid):
+    runs, settings = load_grid(grid)
     budgets: dict[str, set] = {}
     for run in {(r.dataset, r.method): r for r in runs}.values():
         budget = _budget(list(run.configs), settings["overrides"])
