@@ -12,7 +12,6 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from benchmarks.common import Figure, round_ratio, rounds, say, synchronize
 from datamodules.synthetic import SyntheticDataModule, make_synthetic_split
 from vapl.core.backbones import build_backbone
-from vapl.core.losses import activation_distance
 from vapl.methods import VAPL, Baseline
 from vapl.training.tiny import tiny_trainer
 
@@ -25,21 +24,9 @@ def _batch(n: int, size: int, device: torch.device) -> dict[str, Any]:
 
 def _g_update(model: VAPL, batch: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
     """The work of :meth:`VAPL._g_step` without the Trainer: scores (cached or not), refinement
-    with g, f_m on ``I * A``, the losses, backward into g and its optimizer step."""
-    hp = model.hparams
+    with g, f_m on ``I * A``, eq. 11's loss, backward into g and its optimizer step."""
     scores = model._cached_scores(batch)
-    attention = model.refined_prompts(
-        batch, targets=batch["label"], epoch=model._g_phase_slot(), scores=scores
-    )
-    logits_m, features_m = model.prompted_model.forward_with_features(
-        batch["image"] * attention[:, None]
-    )
-    with torch.no_grad():
-        features_o = model.unprompted_model.features(batch["image"])
-    loss = F.cross_entropy(logits_m, batch["label"]) + hp.lambda_agg * (
-        model.refiner.weight_fn.aggregation_loss()
-    )
-    loss = loss + hp.lambda_activ * activation_distance(features_o, features_m)
+    loss = model.g_objective(batch, scores)["loss"]
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -210,6 +197,7 @@ def training_steps(
                 n_masks=n,
                 chunk_size=64,
                 lr=1e-3,
+                phase_unit="batch",
                 f_steps=2,
                 g_steps=2,
             )

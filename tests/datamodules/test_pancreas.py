@@ -81,10 +81,13 @@ def test_nifti_and_dicom_cases_come_out_the_same_way_round(pancreas, tmp_path):
     assert np.array_equal(explanations[0], data[:, :, k].T > 0)
 
 
-def test_prompt_comes_from_the_tumour_or_the_pancreas(pancreas, tmp_path):
-    tumour = make(pancreas, tmp_path, keep_fraction=1.0, jitter=0)
+def test_prompt_comes_from_the_pancreas_by_default_or_from_the_tumour_with_a_warning(
+    pancreas, tmp_path
+):
+    with pytest.warns(UserWarning, match="gives the label away"):
+        tumour = make(pancreas, tmp_path, keep_fraction=1.0, jitter=0, prompt_source="tumour")
     tumour.setup()
-    whole = make(pancreas, tmp_path, keep_fraction=1.0, jitter=0, prompt_source="pancreas")
+    whole = make(pancreas, tmp_path, keep_fraction=1.0, jitter=0)
     whole.setup()
     assert tumour.cache.directory == whole.cache.directory  # prompts are made when served
     for a, b in zip(tumour.datasets["test"], whole.datasets["test"]):

@@ -40,7 +40,7 @@ def _logged_keys(root: Path) -> set[str]:
 
 def test_fit_then_test_on_the_demo_config_logs_the_shared_metric_keys(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # bundled configs are found from any directory
-    phases = ["--model.init_args.f_steps=1", "--model.init_args.g_steps=1"]
+    phases = ["--model.init_args.f_epochs=1", "--model.init_args.g_epochs=1"]
     cli = build_cli(["fit", "--config", "demo.yaml", *TINY, *phases])
     assert isinstance(cli.model, VAPL)
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 2

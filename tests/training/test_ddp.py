@@ -60,12 +60,15 @@ def _fit(
     max_epochs: int = 2,
     ckpt_path: str | None = None,
     checkpoint_dir: Path | None = None,
+    phases: dict | None = None,
 ) -> list[dict]:
-    """Fit on tiny demo data; return every process's final weights and metrics."""
+    """Fit on tiny demo data; return every process's final weights and metrics. VAPL alternates
+    F and G epochs (``max_epochs`` of each, one by one) unless ``phases`` says otherwise."""
     folder.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
     if method == "vapl":
-        model = tiny_method(VAPL, backbone="tiny_gn", lr=1e-2, f_steps=1, g_steps=2)
+        phases = phases or dict(f_epochs=1, g_epochs=1)
+        model = tiny_method(VAPL, backbone="tiny_gn", lr=1e-2, **phases)
     else:
         model = tiny_method(Baseline, backbone="tiny_gn", lr=1e-2)
     data = tiny_data(n_train=32, n_val=16, batch_size=batch_size)
@@ -149,9 +152,14 @@ def test_two_processes_end_like_one_process_with_the_same_global_batch(
 
 def test_a_ddp_run_resumed_mid_cycle_ends_like_an_uninterrupted_one(tmp_path):
     # 32 samples, global batch 16: 2 batches an epoch; a cycle is 1 F + 2 G batches, so epoch 1
-    # ends in the middle of a G phase.
-    uninterrupted = _fit(tmp_path / "full", 2, FORK, batch_size=8, max_epochs=3)
-    _fit(tmp_path / "first", 2, FORK, batch_size=8, max_epochs=1, checkpoint_dir=tmp_path / "ckpt")
+    # ends in the middle of a G phase (batch phases: the budget of 1 epoch of network updates runs
+    # 3 trainer epochs, whose batches follow the same cycle as the 3-epoch run's first 6).
+    batches = dict(phase_unit="batch", f_steps=1, g_steps=2)
+    uninterrupted = _fit(tmp_path / "full", 2, FORK, batch_size=8, max_epochs=3, phases=batches)
+    _fit(
+        tmp_path / "first", 2, FORK, batch_size=8, max_epochs=1,
+        checkpoint_dir=tmp_path / "ckpt", phases=batches,
+    )  # fmt: skip
     resumed = _fit(
         tmp_path / "resumed",
         2,
@@ -159,6 +167,7 @@ def test_a_ddp_run_resumed_mid_cycle_ends_like_an_uninterrupted_one(tmp_path):
         batch_size=8,
         max_epochs=3,
         ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+        phases=batches,
     )
     for a, b in zip(resumed, uninterrupted):
         assert _max_difference(a["state"], b["state"]) < TOLERANCE
@@ -172,8 +181,8 @@ CLI_ARGS = [
     "demo.yaml",
     "--model.init_args.backbone=tiny_gn",
     "--model.init_args.n_masks=8",
-    "--model.init_args.f_steps=1",
-    "--model.init_args.g_steps=2",
+    "--model.init_args.f_epochs=1",
+    "--model.init_args.g_epochs=1",
     "--data.init_args.n_train=32",
     "--data.init_args.n_val=16",
     "--data.init_args.n_test=16",

@@ -105,10 +105,10 @@ def test_without_wandb_the_panels_are_written_as_png(
     tmp_path, tiny_trainer, tiny_data, tiny_method
 ):
     seed_everything(0)
-    model = tiny_method(VAPL, n_masks=4)
+    model = tiny_method(VAPL, n_masks=4, f_epochs=1, g_epochs=1)
     data = tiny_data(n_train=8, n_val=4, n_test=4, batch_size=4)
     trainer = tiny_trainer(
-        max_epochs=2,
+        max_epochs=1,  # one F epoch and one G epoch
         logger=CSVLogger(tmp_path),
         callbacks=[WandbDashboard(every_n_epochs=2, n_samples=2)],
     )

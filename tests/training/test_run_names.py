@@ -8,7 +8,13 @@ import pytest
 
 from vapl.training.cli import build_cli
 from vapl.training.loggers import WandbRunLogger, has_api_key, resolve_mode
-from vapl.training.run_names import RunIdentity, dataset_name, identity_from_config, method_name
+from vapl.training.run_names import (
+    VAPL_VARIANTS,
+    RunIdentity,
+    dataset_name,
+    identity_from_config,
+    method_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -24,6 +30,27 @@ from vapl.training.run_names import RunIdentity, dataset_name, identity_from_con
 )
 def test_vapl_ablations_are_named_after_the_flags_they_turn_off(flags, expected):
     assert method_name("vapl.methods.VAPL", {"n_masks": 8, **flags}) == expected
+
+
+def test_vapl_variants_carry_their_options_and_defaults_match_the_signature():
+    import inspect
+
+    from vapl.methods import VAPL
+
+    signature = inspect.signature(VAPL.__init__).parameters
+    for option, default in VAPL_VARIANTS.items():
+        assert signature[option].default == default, option
+    path = "vapl.methods.VAPL"
+    assert method_name(path, {"normalization": "total_weight", "loss_reduction": "sum"}) == "VAPL"
+    assert method_name(path, {"normalization": "max"}) == "VAPL[normalization=max]"
+    assert (
+        method_name(path, {"use_refinement": False, "unrefined_attention": "keep_undecided"})
+        == "VAPL-1[unrefined_attention=keep_undecided]"
+    )
+    assert method_name(path, {"unrefined_attention": "keep_undecided"}) == "VAPL"  # unused
+    both = method_name(path, {"use_param_loss": False, "g_activ_loss": True, "phase_unit": "batch"})
+    assert both == "VAPL-2[phase_unit=batch,g_activ_loss=true]"
+    assert RunIdentity("VAPL-1[unrefined_attention=keep_undecided]", "x", 0).is_ablation
 
 
 def test_other_methods_and_datasets_are_named_after_their_class():

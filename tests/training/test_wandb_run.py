@@ -19,7 +19,9 @@ TINY = [
     "--data.init_args.image_size=16",
     "--data.init_args.batch_size=8",
     "--model.init_args.n_masks=8",
-    "--trainer.max_epochs=2",
+    "--model.init_args.f_epochs=1",
+    "--model.init_args.g_epochs=1",
+    "--trainer.max_epochs=1",  # one F epoch, then one G epoch: the trainer runs 2
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]

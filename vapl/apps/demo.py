@@ -1,7 +1,8 @@
 """``python -m vapl.apps.demo`` (``make demo``): VAPL and the Baseline on the built-in demo data.
 
-Trains and tests both through the ``vapl`` CLI with ``configs/demo.yaml``, prints their test
-metrics side by side, and draws a few test samples with their prompts and refined prompts.
+Trains and tests both through the ``vapl`` CLI with ``configs/demo.yaml``, at the same number of
+epochs of network updates (VAPL's G epochs, which train only g, come on top), prints their budgets
+and test metrics side by side, and draws a few test samples with their prompts and refined prompts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from vapl.core.metrics import METRIC_NAMES
+from vapl.training.budget import budget_of
 from vapl.training.cli import build_cli
 
 METHODS = {
@@ -33,10 +35,14 @@ def run_method(name: str, overlay: list[str], root: Path, extra: list[str]) -> d
         str(root / name),
     ]
     cli = build_cli([*args, *extra])
+    config = cli.config.get("fit", cli.config)
+    budget = budget_of(config.as_dict())
+    print(f"{budget.describe()}; the trainer ran {cli.trainer.current_epoch} epochs", flush=True)
     val = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
     results = {k: float(v) for k, v in results.items()}
     results.update(val)
+    results["_budget"] = budget  # type: ignore[assignment]
     results["_module"] = cli.model  # type: ignore[assignment]
     results["_datamodule"] = cli.datamodule  # type: ignore[assignment]
     return results
@@ -120,6 +126,11 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = run_method(name, overlay, root, extra)
         print(f"{name} took {time.perf_counter() - start:.0f} s", flush=True)
     figure = draw_examples(results, Path(options.figure or root / "examples.png"))
+    budgets = {name: r["_budget"].network_epochs for name, r in results.items()}  # type: ignore[union-attr]
+    equal = "equal" if len(set(budgets.values())) == 1 else "UNEQUAL"
+    print(f"\nBudgets ({equal} network updates; VAPL's G epochs train only g):")
+    for result in results.values():
+        print(f"  {result['_budget'].describe()}")  # type: ignore[union-attr]
     print("\nTest metrics on the demo data (test markers are independent of the label):\n")
     print(format_table(results))
     print(f"\nExample prompts and refined prompts: {figure}")
