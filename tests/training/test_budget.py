@@ -12,7 +12,8 @@ from vapl.training.budget import budget_of, compose_config
 from vapl.training.configs import bundled_config_dir
 
 CONFIGS = bundled_config_dir()
-DATASETS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+#: Data set configs (they name a data class); overlays such as cpu.yaml are composed onto them.
+DATASETS = sorted(p.name for p in CONFIGS.glob("*.yaml") if "class_path" in p.read_text())
 METHODS = sorted(f"methods/{p.name}" for p in (CONFIGS / "methods").glob("*.yaml"))
 #: Arguments a data set config needs before it parses (its required settings).
 REQUIRED = {"folder.yaml": ["--data.init_args.root=images"]}

@@ -62,6 +62,9 @@ class _ConfigReader(VaplCLI):
     def instantiate_classes(self) -> None:
         pass
 
+    def after_instantiate_classes(self) -> None:
+        pass
+
 
 @functools.lru_cache(maxsize=1)
 def _reader() -> _ConfigReader:
