@@ -21,7 +21,7 @@ from PIL import Image
 from datamodules.folder import SPLITS
 from datamodules.folder_csv import LABELS_FILE
 from datamodules.synthetic import make_synthetic_split
-from vapl.core.prompts import write_prompt
+from vapl.core.prompt_files import write_prompt
 
 #: The synthetic images' values (about -1.5 to 2.5) are mapped from this range to [0, 1].
 VALUE_RANGE = (-2.0, 3.0)

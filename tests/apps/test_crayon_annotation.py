@@ -47,7 +47,9 @@ def test_three_stages_on_a_generated_dataset(name, tmp_path, monkeypatch):
     config, data = _dataset_args(name, tmp_path)
     probe = build_cli(["--config", config, "--model.init_args.backbone=tiny", *data], run=False)
     classifier = build_backbone(
-        "tiny", num_classes=probe.model.hparams.num_classes, in_channels=probe.model.hparams.in_channels
+        "tiny",
+        num_classes=probe.model.hparams.num_classes,
+        in_channels=probe.model.hparams.in_channels,
     )
     torch.save(classifier.state_dict(), tmp_path / "original.pt")
 

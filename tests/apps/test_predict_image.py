@@ -10,33 +10,9 @@ import torch
 from PIL import Image
 
 from vapl.apps.predict_image import load_method, main, predict_files, write_demo_case
-from vapl.apps.scan_io import colour_prompt, read_drawn_prompt, read_nifti, read_scan, write_dicom
-from vapl.core.prompts import PromptError, resize_prompt
+from vapl.apps.scan_io import read_nifti, read_scan, write_dicom
+from vapl.core.prompts import resize_prompt
 from vapl.training.cli import build_cli
-
-
-def test_red_is_indispensable_yellow_precluded_and_everything_else_undecided():
-    pixels = [
-        (255, 0, 0, 255),  # red
-        (191, 64, 64, 255),  # red antialiased over gray
-        (255, 255, 0, 255),  # yellow
-        (255, 217, 0, 255),  # vapl's own overlay yellow
-        (128, 128, 128, 255),  # the image underneath
-        (255, 255, 255, 255),  # white
-        (255, 0, 0, 0),  # red on a hidden layer
-        (255, 140, 0, 255),  # dark orange: neither
-    ]
-    rgba = np.array([pixels], dtype=np.uint8)
-    assert colour_prompt(rgba).tolist() == [[1.0, 1.0, 0.0, 0.0, -1.0, -1.0, -1.0, -1.0]]
-
-
-def test_a_grayscale_png_uses_the_prompt_file_convention_and_sizes_must_match(tmp_path):
-    gray = np.array([[255, 0], [128, 7]], dtype=np.uint8)
-    Image.fromarray(gray).save(tmp_path / "p.png")
-    assert read_drawn_prompt(tmp_path / "p.png").tolist() == [[1.0, 0.0], [-1.0, -1.0]]
-    Image.fromarray(np.zeros((3, 4, 3), dtype=np.uint8)).save(tmp_path / "c.png")
-    with pytest.raises(PromptError, match=r"c.png: prompt is 3 x 4 pixels, the image 5 x 5"):
-        read_drawn_prompt(tmp_path / "c.png", shape=(5, 5))
 
 
 def test_dicom_values_go_through_rescale_and_window(tmp_path):

@@ -7,17 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vapl.core.prompts import (
-    INDISPENSABLE,
-    PRECLUDED,
     UNDECIDED,
     PromptError,
     empty_prompt,
     prompt_from_masks,
-    read_prompt,
     resize_prompt,
     simulate_incomplete,
     validate_prompt,
-    write_prompt,
 )
 
 
@@ -42,27 +38,6 @@ def test_prompt_from_masks_precluded_wins_where_both_are_set():
 
 def test_empty_prompt_is_all_undecided():
     assert torch.equal(empty_prompt(2, 3), torch.full((2, 3), UNDECIDED))
-
-
-@pytest.mark.parametrize("suffix", [".png", ".npy"])
-def test_prompt_files_round_trip(tmp_path, suffix):
-    prompt = torch.tensor([[1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
-    path = write_prompt(prompt, tmp_path / f"p{suffix}")
-    assert torch.equal(read_prompt(path, shape=(2, 3)), prompt)
-
-
-def test_png_prompt_values_other_than_0_and_255_are_undecided(tmp_path):
-    from PIL import Image
-
-    Image.fromarray(np.array([[255, 0, 17, 254]], dtype=np.uint8)).save(tmp_path / "p.png")
-    prompt = read_prompt(tmp_path / "p.png")
-    assert prompt.tolist() == [[INDISPENSABLE, PRECLUDED, UNDECIDED, UNDECIDED]]
-
-
-def test_npy_prompt_with_values_outside_the_encoding_is_an_error(tmp_path):
-    np.save(tmp_path / "bad.npy", np.array([[1, 3]], dtype=np.int64))
-    with pytest.raises(PromptError, match="bad.npy"):
-        read_prompt(tmp_path / "bad.npy")
 
 
 def test_resize_prompt_keeps_the_three_values():

@@ -13,7 +13,7 @@ from PIL import Image
 from datamodules import FolderDataError, FolderDataModule
 from datamodules.folder_csv import resolve_labels
 from datamodules.folder_example import write_example_folder
-from vapl.core.prompts import read_prompt
+from vapl.core.prompt_files import read_prompt
 
 COLUMNS = ("image", "label", "split", "prompt", "explanation")
 

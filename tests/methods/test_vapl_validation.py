@@ -70,11 +70,12 @@ def test_without_val_n_masks_validation_scores_like_training():
 def test_validation_every_second_epoch_keeps_last_every_epoch_and_the_best_of_validated_ones(
     tmp_path: Path,
 ):
-    model = _model(val_n_masks=4)
+    # 2 epochs of network updates in F and G phases of one epoch: the trainer runs 4 (F G F G)
+    model = _model(val_n_masks=4, f_epochs=1, g_epochs=1)
     validated: list[int] = []
     checkpoint = RunCheckpoint(dirpath=str(tmp_path))
     trainer = _trainer(
-        max_epochs=4,
+        max_epochs=2,
         check_val_every_n_epoch=2,
         num_sanity_val_steps=0,
         enable_checkpointing=True,

@@ -139,7 +139,9 @@ def _data() -> SyntheticDataModule:
 
 def _fit(folder: Path, max_epochs: int, callbacks=(), ckpt_path=None) -> VAPL:  # type: ignore[no-untyped-def]
     seed_everything(0)
-    model = VAPL(in_channels=1, backbone="tiny", n_masks=4, f_steps=3, g_steps=2, lr=1e-3)
+    model = VAPL(
+        in_channels=1, backbone="tiny", n_masks=4, phase_unit="batch", f_steps=3, g_steps=2, lr=1e-3
+    )
     trainer = Trainer(
         max_epochs=max_epochs,
         accelerator="cpu",
@@ -163,7 +165,8 @@ def test_ctrl_c_mid_epoch_saves_last_and_the_resumed_run_ends_like_an_uninterrup
     resumed = _fit(
         tmp_path / "cut", max_epochs=3, ckpt_path=str(tmp_path / "cut/checkpoints/last.ckpt")
     )
-    assert resumed.cycle_position == uninterrupted.cycle_position == 15
+    # 3 epochs of F batches (15) in phases of 3, each followed by 2 G batches: 5 epochs, 25 batches
+    assert resumed.cycle_position == uninterrupted.cycle_position == 25
     expected, actual = uninterrupted.state_dict(), resumed.state_dict()
     for key, value in expected.items():
         assert torch.allclose(actual[key].float(), value.float(), atol=1e-5, rtol=0), key

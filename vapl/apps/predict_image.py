@@ -35,10 +35,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from vapl.apps.scan_io import read_drawn_prompt, read_scan, write_dicom
-from vapl.core.figures import grad_cam_maps, panel_networks, sample_tiles, save_panel_figure
+from vapl.apps.scan_io import read_scan, write_dicom
+from vapl.core.figures import PanelRow, grad_cam_maps, panel_networks, save_panel_figure
+from vapl.core.prompt_files import read_prompt
 from vapl.core.prompts import empty_prompt, resize_prompt
 from vapl.methods.base import MethodModule
+from vapl.training.help import PlainDescriptionFormatter
 
 
 @dataclass
@@ -122,7 +124,7 @@ class PromptedPrediction:
         }
 
     def save_figure(self, path: str | Path) -> Path:
-        tiles = sample_tiles(self.image, self.prompt, self.refined_prompt, self.cams)
+        row = PanelRow(self.image, self.prompt, self.refined_prompt, self.cams)
         parts = []
         for name, probs in (
             ("with prompt", self.prompted_probs),
@@ -131,7 +133,7 @@ class PromptedPrediction:
             if probs is not None:
                 index = int(probs.argmax())
                 parts.append(f"{name}: {self.class_names[index]} ({float(probs[index]):.2f})")
-        return save_panel_figure(path, [tiles], title=" | ".join(parts))
+        return save_panel_figure(path, [row], title=" | ".join(parts))
 
 
 def predict_image(
@@ -194,7 +196,7 @@ def predict_files(
     image = read_scan(image_path, model.hparams.in_channels, window, slice_index)
     prompt = None
     if prompt_path is not None:
-        prompt = read_drawn_prompt(prompt_path, tuple(image.shape[-2:]), prompt_kind)
+        prompt = read_prompt(prompt_path, tuple(image.shape[-2:]), kind=prompt_kind)
     prepare = preprocessing_from(data_settings, **preprocessing)
     model_image = prepare(image)
     if prompt is not None:
@@ -242,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vapl predict-image",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=PlainDescriptionFormatter,
     )
     parser.add_argument("--checkpoint", help="a checkpoint written by vapl fit / fit-test")
     parser.add_argument("--image", help="DICOM, NIfTI, PNG, JPEG or NPY image")

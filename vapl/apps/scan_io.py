@@ -22,11 +22,7 @@ trained on LIDC or Pancreas sees a new scan the same way round.
 * PNG, JPEG, NPY: :func:`datamodules.image_files.read_image` (8-bit / 255, 16-bit / 65535).
 
 Every file that cannot be read raises :class:`ScanFileError` naming the file and the reason.
-
-Prompts drawn in a paint program (:func:`read_drawn_prompt`): in a colour PNG, red pixels are
-indispensable, yellow precluded and everything else (the image underneath, white, transparency)
-undecided, so you can paint straight onto a copy of the image. A grayscale PNG or an NPY file is
-read by :func:`vapl.core.prompts.read_prompt` (255 / 0 / other; -1 / 0 / 1).
+Prompt files, drawn or gray-coded, are read by :func:`vapl.core.prompt_files.read_prompt`.
 """
 
 from __future__ import annotations
@@ -40,13 +36,13 @@ import torch
 from datamodules.io.dicom import DicomError, read_frame
 from datamodules.io.nifti import NiftiError, read_nifti_volume
 from datamodules.io.orientation import OrientationError, canonical_slice
-from vapl.core.prompts import PromptError, prompt_from_masks, read_prompt
+from vapl.core.errors import UserInputError
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-class ScanFileError(ValueError):
+class ScanFileError(UserInputError, ValueError):
     """An image file that cannot be read; the message names the file and the reason."""
 
 
@@ -194,50 +190,6 @@ def read_scan(
 ) -> torch.Tensor:
     """Any supported image file as float32 [channels, H, W] in [0, 1] (module docstring)."""
     return read_scan_info(path, channels, window, slice_index).image
-
-
-def colour_prompt(rgba: np.ndarray) -> torch.Tensor:
-    """A prompt from an RGBA uint8 array [H, W, 4]: red indispensable, yellow precluded.
-
-    Red: R >= 128, G and B at most R / 2. Yellow: R >= 128, G >= 0.6 R, B at most half of
-    min(R, G). Pixels with alpha < 128, and every gray pixel, are undecided.
-    """
-    r, g, b, a = (rgba[..., i].astype(np.float32) for i in range(4))
-    opaque = a >= 128
-    red = opaque & (r >= 128) & (g <= r / 2) & (b <= r / 2)
-    yellow = opaque & (r >= 128) & (g >= 0.6 * r) & (b <= np.minimum(r, g) / 2)
-    return prompt_from_masks(red, yellow)
-
-
-def read_drawn_prompt(
-    path: str | Path, shape: tuple[int, int] | None = None, kind: str = "auto"
-) -> torch.Tensor:
-    """A prompt from a file: a colour drawing (``kind="colour"``), a grayscale or NPY prompt
-    (``"gray"``), or by the file (``"auto"``: colour PNG/JPEG images are drawings)."""
-    from PIL import Image
-
-    path = Path(path)
-    if not path.is_file():
-        raise PromptError(f"{path}: file not found")
-    if kind not in ("auto", "colour", "gray"):
-        raise ValueError(f"prompt kind is auto, colour or gray, not {kind!r}")
-    if path.suffix.lower() == ".npy" or kind == "gray":
-        return read_prompt(path, shape)
-    try:
-        with Image.open(path) as image:
-            colour = image.mode not in ("L", "I", "I;16", "I;16B", "I;16L", "F", "1")
-            rgba = np.asarray(image.convert("RGBA")) if colour or kind == "colour" else None
-    except OSError as error:
-        raise PromptError(f"{path}: cannot read prompt ({error})") from error
-    if rgba is None:
-        return read_prompt(path, shape)
-    prompt = colour_prompt(rgba)
-    if shape is not None and tuple(prompt.shape) != tuple(shape):
-        raise PromptError(
-            f"{path}: prompt is {prompt.shape[0]} x {prompt.shape[1]} pixels, the image "
-            f"{shape[0]} x {shape[1]}; draw on a copy of the image (vapl predict-image --save-image)"
-        )
-    return prompt
 
 
 def write_dicom(

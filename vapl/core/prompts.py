@@ -1,4 +1,5 @@
-"""Visual attention prompts: encoding, validation, construction, files and incompleteness.
+"""Visual attention prompts: encoding, validation, construction and incompleteness (files:
+:mod:`vapl.core.prompt_files`).
 
 A prompt ``D`` has the image's height and width; each pixel is
 
@@ -12,20 +13,18 @@ Plain torch and numpy: no Lightning import.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from vapl.core.errors import UserInputError
 
 INDISPENSABLE = 1.0
 PRECLUDED = 0.0
 UNDECIDED = -1.0
 
-PROMPT_SUFFIXES = (".png", ".npy")
 
-
-class PromptError(ValueError):
+class PromptError(UserInputError, ValueError):
     """A prompt that does not follow the encoding, with the sample or file it came from."""
 
 
@@ -77,56 +76,6 @@ def prompt_from_masks(
     if precluded is not None:
         prompt[torch.as_tensor(np.asarray(precluded)).bool()] = PRECLUDED
     return prompt
-
-
-def read_prompt(path: str | Path, shape: tuple[int, int] | None = None) -> torch.Tensor:
-    """Read a prompt file.
-
-    PNG: 255 indispensable, 0 precluded, any other value undecided (colour images are read as
-    their first channel). NPY: the values -1, 0 and 1 themselves.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise PromptError(f"{path}: cannot read prompt ({error})") from error
-        return validate_prompt(array.astype(np.float32), shape, str(path))
-    if suffix == ".png":
-        from PIL import Image
-
-        try:
-            with Image.open(path) as image:
-                array = np.asarray(image)
-        except OSError as error:
-            raise PromptError(f"{path}: cannot read prompt ({error})") from error
-        if array.ndim == 3:
-            array = array[..., 0]
-        prompt = np.full(array.shape, UNDECIDED, dtype=np.float32)
-        prompt[array == 255] = INDISPENSABLE
-        prompt[array == 0] = PRECLUDED
-        return validate_prompt(prompt, shape, str(path))
-    raise PromptError(f"{path}: prompt files are .png or .npy, not {suffix or 'no suffix'}")
-
-
-def write_prompt(prompt: torch.Tensor | np.ndarray, path: str | Path) -> Path:
-    """Write a prompt as PNG (255 / 0 / 128) or NPY (-1 / 0 / 1), chosen by the suffix."""
-    path = Path(path)
-    tensor = validate_prompt(prompt, source=str(path))
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        np.save(path, tensor.numpy())
-    elif suffix == ".png":
-        from PIL import Image
-
-        array = np.full(tensor.shape, 128, dtype=np.uint8)
-        array[tensor.numpy() == INDISPENSABLE] = 255
-        array[tensor.numpy() == PRECLUDED] = 0
-        Image.fromarray(array).save(path)
-    else:
-        raise PromptError(f"{path}: prompt files are .png or .npy, not {suffix or 'no suffix'}")
-    return path
 
 
 def resize_prompt(prompt: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
