@@ -67,6 +67,20 @@ def test_without_val_n_masks_validation_scores_like_training():
     assert set(seen) == {(12, False)}
 
 
+def test_val_n_masks_leaves_vapl1s_expected_attention_as_it_is():
+    batch = next(iter(_trainer_free_loader()))
+    plain, cheaper = (_model(use_refinement=False, **extra) for extra in ({}, {"val_n_masks": 4}))
+    with cheaper._validation_masks():
+        reduced = cheaper.refined_prompts(batch)
+    torch.testing.assert_close(reduced, plain.refined_prompts(batch), rtol=0, atol=0)
+
+
+def _trainer_free_loader():  # type: ignore[no-untyped-def]
+    data = _data()
+    data.setup("validate")
+    return data.val_dataloader()
+
+
 def test_validation_every_second_epoch_keeps_last_every_epoch_and_the_best_of_validated_ones(
     tmp_path: Path,
 ):

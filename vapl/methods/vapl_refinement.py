@@ -136,8 +136,9 @@ class RefinementWiring:
 
     @contextmanager
     def _validation_masks(self) -> Iterator[None]:
-        """The refiner draws ``val_n_masks`` balanced masks inside this block (if set)."""
-        if self._val_sampler is None:
+        """The refiner draws ``val_n_masks`` balanced masks inside this block (if set). VAPL-1
+        draws no masks: its ``A`` (eq. 3 in expectation) keeps the training sampler's ``N``."""
+        if self._val_sampler is None or not self.hparams.use_refinement:
             yield
             return
         full, self.refiner.sampler = self.refiner.sampler, self._val_sampler
