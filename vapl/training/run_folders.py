@@ -112,9 +112,12 @@ def remove_unused_run_folder(trainer: Trainer | None) -> None:
     if trainer is None or not trainer.is_global_zero:
         return
     for logger in trainer.loggers:
-        if getattr(logger, "_version", None) is None or not hasattr(logger, "log_dir"):
+        if getattr(logger, "_version", None) is None:
             continue  # a version never chosen: no folder was made
-        folder = Path(logger.log_dir)
+        log_dir = getattr(logger, "log_dir", None)
+        if not log_dir:  # a logger without a folder of its own (W&B keeps its own)
+            continue
+        folder = Path(log_dir)
         if folder.is_dir() and _unused(folder):
             shutil.rmtree(folder, ignore_errors=True)
 
