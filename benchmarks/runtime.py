@@ -195,11 +195,12 @@ class _ValidationSettings(Callback):
         module.train(was_training)
 
 
-def validation_trade_off(device: torch.device, epochs: int = 6) -> list[Figure]:
+def validation_trade_off(device: torch.device, epochs: int = 3) -> list[Figure]:
     """Figure 12: validation with fewer balanced masks (and with more, 96) against the training
     setting (N = 32 i.i.d.): time, prompted accuracy, the epoch it would select, and the share of
-    samples predicted as in the training setting, after each of ``epochs`` epochs of the
-    demo setting (``configs/demo.yaml``: tiny CNN, 48 px, a model that learns in a few epochs, so
+    samples predicted as in the training setting, after each trainer epoch of ``epochs`` epochs of
+    network updates (``max_epochs``; the demo's F phase of 3 epochs is followed by a G phase of 3)
+    in the demo setting (``configs/demo.yaml``: tiny CNN, 48 px, a model that learns in a few epochs, so
     that its prompted predictions depend on the refined prompt), with 200 validation samples."""
     from vapl.training.cli import build_cli
 
@@ -232,7 +233,8 @@ def validation_trade_off(device: torch.device, epochs: int = 6) -> list[Figure]:
     assert probe.labels is not None
     full_name = "training setting (N=32 i.i.d.)"
     reference = probe.predictions[full_name]
-    say(f"  demo setting, tiny CNN, 200 validation samples, after each of {epochs} epochs:")
+    trained = len(reference)
+    say(f"  demo setting, tiny CNN, 200 validation samples, after each of {trained} epochs:")
     figures, summary = [], {}
     for name in settings:
         accuracy = [float((p == probe.labels).float().mean()) for p in probe.predictions[name]]
