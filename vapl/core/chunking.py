@@ -6,8 +6,9 @@ from the image size and the device: the chunk holds about ``pixel_budget`` pixel
 * on the CPU ``2**18`` pixels: 256 images of 32 x 32, 113 of 48 x 48, 64 of 64 x 64, 16 of
   128 x 128, 8 (the least) of 224 x 224. Measured with one thread (docs/performance.md, figure
   10): for ResNet-18 within 5 % of the fastest fixed chunk at 32, 48, 64, 128 and 224 px, where a
-  fixed 64 was 11 to 18 % slower at 32 and 48 px; the tiny CNN is fastest there too at 48 px but
-  prefers half the budget at 32 and 64 px (up to 40 % slower at 64 px: pass ``chunk_size``).
+  fixed 64 was 11 to 31 % slower at 32 and 48 px; the tiny CNN's cost per image is flat from 32
+  to 113 images at 48 px and it prefers half the budget at 32 and 64 px (up to 40 % slower at
+  64 px: pass ``chunk_size``).
   Larger chunks fall out of the cache, smaller ones pay the per-call overhead;
 * on a GPU ``2**23`` pixels (8192 images of 32 x 32, 167 of 224 x 224), capped so that the chunk's
   estimated activations (``GPU_BYTES_PER_PIXEL`` per input pixel) take at most half of the free
