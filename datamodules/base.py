@@ -8,7 +8,7 @@ A sample is a dict: ``image`` float32 [C, H, W]; ``prompt`` float32 [H, W] in {-
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -124,6 +124,23 @@ class ResumableLoader(DataLoader):
             self.sampler.resume(int(state["epoch"]), int(state["batches"]) * self.batch_size)
 
 
+#: Settings that count something (pixels, images, samples): a datamodule refuses a value below 1
+#: (``num_workers`` below 0) when it is built, naming the setting, instead of failing later.
+POSITIVE_SETTINGS = ("image_size", "batch_size", "n_train", "n_val", "n_test")
+
+
+def check_sizes(settings: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first setting of :data:`POSITIVE_SETTINGS` (or
+    ``num_workers``) out of range; an image size may be one number or a pair."""
+    for name in POSITIVE_SETTINGS:
+        value = settings.get(name)
+        values = value if isinstance(value, (tuple, list)) else [value]
+        if value is not None and any(isinstance(v, int) and v < 1 for v in values):
+            raise ValueError(f"{name}={value}: must be at least 1")
+    if settings.get("num_workers", 0) < 0:
+        raise ValueError(f"num_workers={settings['num_workers']}: must be 0 or more")
+
+
 class PromptedDataModule(LightningDataModule):
     """Dataloaders over ``self.datasets`` (filled by a subclass's ``setup``).
 
@@ -152,6 +169,7 @@ class PromptedDataModule(LightningDataModule):
         super().__init__()
         # Every subclass's arguments too: this collects the __init__ frames of the whole chain.
         self.save_hyperparameters(ignore=list(self.hparams_ignore))
+        check_sizes(self.hparams)
         self.batch_size = batch_size
         self.num_workers = capped_workers(num_workers)
         if self.num_workers < num_workers:

@@ -272,9 +272,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--n-train", type=int, default=1200, help="MNIST: training digits")
     parser.add_argument("--n-test", type=int, default=400, help="MNIST: test digits")
     parser.add_argument("--no-gzip", action="store_true", help="MNIST: plain IDX files")
+    parser.add_argument(
+        "--segment-noise",
+        type=float,
+        default=0.0,
+        help="MNIST: probability of toggling each of a digit's seven segments (0: clean digits, "
+        "which a small CNN reads so easily that a shortcut never pays)",
+    )
     args = parser.parse_args(argv)
     if args.dataset == "mnist":
-        make_mnist_tree(args.out_dir, args.n_train, args.n_test, args.seed, not args.no_gzip)
+        make_mnist_tree(
+            args.out_dir,
+            args.n_train,
+            args.n_test,
+            args.seed,
+            not args.no_gzip,
+            segment_noise=args.segment_noise,
+        )
     else:
         make_res_tree(
             args.out_dir,

@@ -3,6 +3,7 @@ data and models (:mod:`vapl.training.tiny`, which the benchmarks use too)."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -44,3 +45,13 @@ def tiny_method():
     from vapl.training.tiny import tiny_method
 
     return tiny_method
+
+
+@pytest.fixture
+def quiet_lightning():
+    """Lightning's info lines (GPU available, model summary) off for a test that runs the CLI."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(level)

@@ -234,6 +234,7 @@ def vapl_runs(tmp_path_factory):
         "bad rows": [*folder, f"--data.init_args.root={bad}", *TINY_FIT],
         "bad lidc root": ["fit", "--config", "lidc.yaml", f"--data.init_args.root={base / 'lidc'}"],
         "bad config value": ["fit", "--config", "demo.yaml", "--model.init_args.n_masks=many"],
+        "negative image size": ["fit", "--config", "demo.yaml", "--data.init_args.image_size=-4"],
         "colour prompts": [*folder, f"--data.init_args.root={drawn}", *TINY_FIT],
     }
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled"}
@@ -265,6 +266,7 @@ USER_ERRORS = {
     ],
     "bad lidc root": ["lidc: found no cases under", "lidc"],
     "bad config value": ["model.init_args.n_masks (vapl.methods.VAPL): expected int, got 'many'"],
+    "negative image size": ["image_size=-4: must be at least 1"],
 }
 
 

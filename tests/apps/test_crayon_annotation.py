@@ -3,8 +3,6 @@ starting from a given classifier state dict instead of a Baseline checkpoint."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 
@@ -22,9 +20,7 @@ QUIET = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _quiet_lightning():
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+pytestmark = pytest.mark.usefixtures("quiet_lightning")
 
 
 def _dataset_args(name: str, tmp_path) -> tuple[str, list[str]]:

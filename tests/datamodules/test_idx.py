@@ -113,3 +113,16 @@ def test_mnist_files_must_agree(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1, 12], np.uint8))
     with pytest.raises(IdxError, match="labels must be digits 0 to 9, found 12"):
         read_mnist(tmp_path, "train")
+
+
+def test_the_generator_command_toggles_segments_when_asked(tmp_path):
+    from datamodules.fixtures_natural import main
+
+    small = ["--n-train", "40", "--n-test", "10"]
+    main(["mnist", str(tmp_path / "clean"), *small])
+    main(["mnist", str(tmp_path / "noisy"), *small, "--segment-noise", "0.5"])
+    clean, clean_labels = read_mnist(tmp_path / "clean", "train")
+    noisy, noisy_labels = read_mnist(tmp_path / "noisy", "train")
+    np.testing.assert_array_equal(clean_labels, noisy_labels)  # same digits, other strokes
+    changed = [not np.array_equal(a, b) for a, b in zip(clean, noisy, strict=True)]
+    assert sum(changed) >= len(changed) // 2

@@ -3,8 +3,6 @@ logs, and each config overlay end to end through the CLI."""
 
 from __future__ import annotations
 
-import logging
-
 import lightning as L
 import pytest
 import torch
@@ -29,9 +27,7 @@ FAST = [
 OVERLAYS = {"gradia": GRADIA, "haics": HAICS, "res_g": RESG, "res_l": RESL}
 
 
-@pytest.fixture(autouse=True)
-def _quiet_lightning():
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+pytestmark = pytest.mark.usefixtures("quiet_lightning")
 
 
 def batch_of(dataset, rows: slice) -> dict:

@@ -4,7 +4,6 @@ three stages (export, answer, fine-tune) through the ``vapl`` command line."""
 from __future__ import annotations
 
 import glob
-import logging
 import math
 
 import pytest
@@ -47,9 +46,7 @@ TINY_DATA = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _quiet_lightning():
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+pytestmark = pytest.mark.usefixtures("quiet_lightning")
 
 
 # ----- the two attention terms -------------------------------------------------------------------

@@ -10,42 +10,22 @@ from vapl.core.losses import activation_distance
 from vapl.core.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED
 from vapl.core.schedule import phase_at
 from vapl.methods import VAPL, Baseline
+from vapl.training.tiny import tiny_data, tiny_method, tiny_trainer
+
+#: This file's VAPL: short phases (2 F batches, 2 G batches) and a faster learning rate.
+SHORT_PHASES = dict(lr=1e-2, phase_unit="batch", f_steps=2, g_steps=2, f_epochs=1, g_epochs=1)
 
 
 def _data(**kwargs) -> SyntheticDataModule:
-    settings = dict(n_train=24, n_val=8, n_test=16, image_size=16, batch_size=8)
-    return SyntheticDataModule(**{**settings, **kwargs})
+    return tiny_data(**kwargs)
 
 
 def _model(**kwargs) -> VAPL:
-    settings = dict(
-        num_classes=2,
-        in_channels=1,
-        backbone="tiny",
-        n_masks=8,
-        chunk_size=16,
-        lr=1e-2,
-        phase_unit="batch",
-        f_steps=2,
-        g_steps=2,
-        f_epochs=1,
-        g_epochs=1,
-    )
-    return VAPL(**{**settings, **kwargs})
+    return tiny_method(VAPL, **{**SHORT_PHASES, **kwargs})
 
 
 def _trainer(**kwargs) -> Trainer:
-    settings = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    return Trainer(**{**settings, **kwargs})
+    return tiny_trainer(**{"limit_val_batches": 0, **kwargs})
 
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:

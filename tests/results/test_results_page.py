@@ -13,9 +13,10 @@ import yaml
 from vapl.results.grid import load_grid, select
 from vapl.results.grid import main as benchmark_main
 from vapl.results.launch import execute
-from vapl.results.page import goals, write_page
+from vapl.results.page import write_page
 from vapl.results.report import Row
 from vapl.results.runs import collect_runs
+from vapl.results.tables import goals
 
 #: fast_dev_run-sized runs that still log: Lightning's fast_dev_run disables every logger, so the
 #: run folders would hold no metrics.csv; one epoch of one batch does the same work and logs.

@@ -55,6 +55,18 @@ def test_fit_then_test_on_the_demo_config_logs_the_shared_metric_keys(tmp_path, 
     assert {"train/loss_pred", "train/loss_param", "train/loss_activ", "train/loss_agg"} <= keys
 
 
+def test_a_run_without_a_logger_writes_no_config_and_runs_again_in_the_same_folder(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    args = ["fit", "--config", "demo.yaml", "--config", "methods/baseline.yaml", *TINY_DATA]
+    args += ["--trainer.logger=false", "--trainer.max_epochs=1", "--trainer.limit_val_batches=0"]
+    for _ in range(2):  # Lightning's config saver refused the second: config.yaml already exists
+        cli = build_cli(args)
+        assert cli.trainer.current_epoch == 1
+    assert not list(tmp_path.rglob("config.yaml"))
+
+
 def test_a_method_overlay_composes_after_the_dataset_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = build_cli(["fit", "--config", "demo.yaml", "--config", "methods/baseline.yaml", *FAST])

@@ -6,7 +6,6 @@ A config added to ``configs/`` without a generated tree here fails :func:`test_e
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -46,9 +45,7 @@ DEMO_SIZE = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _quiet_lightning():
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+pytestmark = pytest.mark.usefixtures("quiet_lightning")
 
 
 def _demo(trees: Path) -> list[str]:

@@ -3,7 +3,6 @@ tiny random open_clip model, the map cache, the text-to-prompt path, and the CLI
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -41,9 +40,7 @@ FAST = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _quiet_lightning():
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+pytestmark = pytest.mark.usefixtures("quiet_lightning")
 
 
 def tiny_generator(**kwargs) -> VLMMapGenerator:

@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
         report([*table_folders, "--out", str(settings["output"] / "report")])
     page = options.page or settings["page"]
     if page:
-        from vapl.results.page import write_page, write_run_info
+        from vapl.results.page import write_page
+        from vapl.results.run_info import write_run_info
 
         if options.trial is not None:
             settings.update(trial=True, note=options.trial)

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vapl.results.run_info import run_config
+from vapl.results.runs import RunResult, collect_runs
+
 #: How the page names each setting (the paper's symbols).
 SYMBOLS = {
     "lambda_param": "λ1 (L_Param)",
@@ -128,3 +131,59 @@ def sensitivity_figure(
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+# ----- the page's section --------------------------------------------------------------------
+def sensitivity_section(info: dict[str, Any], output: Path, images: Path, link: str) -> list[str]:
+    spec = info.get("sensitivity") or {}
+    if not spec.get("points"):
+        return []
+    base_folder = output / spec["base"]
+    base = next(iter(collect_runs([base_folder])), None) if base_folder.is_dir() else None
+    base_config = run_config(base_folder) if base else {}
+    curves: dict[str, list[tuple[float, dict[str, float], bool]]] = {}
+    for point in spec["points"]:
+        folder = output / point["folder"]
+        found = next(iter(collect_runs([folder])), None) if folder.is_dir() else None
+        if found is None:
+            continue
+        accuracy = _head_accuracy(found)
+        curves.setdefault(point["parameter"], []).append((float(point["value"]), accuracy, False))
+    for parameter in list(curves):
+        value = configured_value(base_config, parameter)
+        if base is not None and value is not None:
+            curves[parameter].append((value, _head_accuracy(base), True))
+    if not curves:
+        return ["## Sensitivity", "", "(no sensitivity run has finished)"]
+    title = f"{spec['method']} on {spec['dataset_title']}, seed {spec['seed']}"
+    sensitivity_figure(curves, images / "sensitivity.png", title)
+    lines = [
+        "## Sensitivity (the paper's Figure 4 in kind)",
+        "",
+        f"Test accuracy of {title}, one setting changed at a time; the star is the grid's own run "
+        "(the configured value). One seed: the spread over seeds of that run is in the tables above.",
+        "",
+        f"![sensitivity]({link}/sensitivity.png)",
+        "",
+        "| Setting | Value | Prompted | Unprompted |",
+        "|---|---:|---:|---:|",
+    ]
+    for parameter, points in curves.items():
+        for value, accuracy, is_cell in sorted(points, key=lambda p: p[0]):
+            mark = " (grid)" if is_cell else ""
+            cells = [
+                f"{100 * accuracy[h]:.1f}" if h in accuracy else "-"
+                for h in ("prompted", "unprompted")
+            ]
+            lines.append(
+                f"| {SYMBOLS.get(parameter, parameter)} | {value:g}{mark} | {' | '.join(cells)} |"
+            )
+    return lines
+
+
+def _head_accuracy(result: RunResult) -> dict[str, float]:
+    return {
+        head: result.metrics[f"test/{head}/acc"]
+        for head in ("prompted", "unprompted")
+        if f"test/{head}/acc" in result.metrics
+    }

@@ -210,7 +210,13 @@ class WandbDashboard(Callback):
 class RunConfigSaver(SaveConfigCallback):
     """LightningCLI's ``config.yaml`` in the log folder, and the same resolved config in every W&B
     run's config (``config``), with the run's identity (``vapl``: method, dataset, seed, name)
-    for grouping runs on the dashboard."""
+    for grouping runs on the dashboard. A run without a logger has no log folder: it writes no
+    ``config.yaml`` (Lightning's would land in the current folder and stop the next run there)."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not trainer.loggers:
+            return
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         loggers = WandbDashboard.wandb_loggers(trainer)
