@@ -22,6 +22,7 @@ EXTRA_COMMANDS = {
     "report": "vapl.results.report",
     "benchmark": "vapl.results.grid",
     "predict-image": "vapl.apps.predict_image",
+    "app": "vapl.apps.app",
 }
 
 
