@@ -11,9 +11,10 @@ import torch
 
 from vapl.apps.app import predict as logic
 from vapl.apps.app.drawing import RED_RGBA, YELLOW_RGBA, display_zoom
+from vapl.apps.model_files import NotACheckpointError
 from vapl.apps.predict_image import main as predict_image_main
 from vapl.apps.predict_image import predict_files, write_demo_case
-from vapl.apps.scan_io import WINDOW_PRESETS
+from vapl.apps.scan_io import WINDOW_PRESETS, ScanFileError
 from vapl.core.prompt_files import read_prompt
 
 
@@ -114,15 +115,29 @@ def test_the_pictures_and_the_colour_bar(vapl_checkpoint, case):
 
 def test_bad_input_is_a_message_naming_it(tmp_path, case):
     (tmp_path / "x.ckpt").write_text("hello")
-    with pytest.raises(logic.CheckpointError if hasattr(logic, "CheckpointError") else Exception):
+    with pytest.raises(NotACheckpointError, match="x.ckpt is not a vapl checkpoint"):
         logic.load_model(tmp_path / "x.ckpt")
     with pytest.raises(logic.AppInputError, match="no checkpoint given"):
         logic.load_model("")
     with pytest.raises(logic.AppInputError, match="no image given"):
         logic.open_scan(" ")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    with pytest.raises(Exception, match="broken.png"):
+    with pytest.raises(ScanFileError, match="broken.png: "):
         logic.open_scan(tmp_path / "broken.png")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # a structured report
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    header_only = FileDataset(
+        str(tmp_path / "nopixels.dcm"), {}, file_meta=meta, preamble=b"\0" * 128
+    )
+    header_only.SOPInstanceUID, header_only.Modality = meta.MediaStorageSOPInstanceUID, "CT"
+    header_only.save_as(tmp_path / "nopixels.dcm", enforce_file_format=True)
+    with pytest.raises(ScanFileError, match="nopixels.dcm: no pixel data"):
+        logic.open_scan(tmp_path / "nopixels.dcm")
     assert logic.parse_floats("0.4, 0.5 0.6", "mean") == [0.4, 0.5, 0.6]
     assert logic.parse_floats("", "mean") is None
     with pytest.raises(logic.AppInputError, match="mean: 'a' is not a number"):
