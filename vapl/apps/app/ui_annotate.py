@@ -122,11 +122,14 @@ def build(options: Namespace) -> None:
         }
 
     view = [state, editor, progress, where, status]
-    open_folder.click(on_open, [folder], view)
-    folder.submit(on_open, [folder], view)
-    previous.click(lambda current: on_step(current, -1), [state], view)
-    following.click(lambda current: on_step(current, 1), [state], view)
-    first.click(on_first, [state], view)
-    jump.submit(on_jump, [jump, state], view)
-    clear.click(on_clear, [state], [editor, status])
+    # Progress shows on the line above the canvas, not over the canvas: Gradio's editor can keep
+    # a stale timer over itself after a new image (seen in tall windows).
+    shown = {"show_progress_on": [where]}
+    open_folder.click(on_open, [folder], view, **shown)
+    folder.submit(on_open, [folder], view, **shown)
+    previous.click(lambda current: on_step(current, -1), [state], view, **shown)
+    following.click(lambda current: on_step(current, 1), [state], view, **shown)
+    first.click(on_first, [state], view, **shown)
+    jump.submit(on_jump, [jump, state], view, **shown)
+    clear.click(on_clear, [state], [editor, status], show_progress_on=[status])
     save.click(on_save, [editor, state], [state, progress, where, status])

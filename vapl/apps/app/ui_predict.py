@@ -226,24 +226,28 @@ def build(options: Namespace) -> None:
 
     view = [editor, state, slice_index, preset, level, width, status, command]
     view += list(outputs_cleared)
+    # Progress shows on the status line, not over the canvas: Gradio's editor can keep a stale
+    # timer over itself after a new image (seen in tall windows).
+    quiet = {"show_progress_on": [status]}
     load.click(on_load, [checkpoint, state], [model_info, state, status])
     checkpoint.submit(on_load, [checkpoint, state], [model_info, state, status])
     upload_checkpoint.upload(
         on_upload_checkpoint, [upload_checkpoint, state], [checkpoint, model_info, state, status]
     )
-    open_image.click(on_open, [image_path, state], view)
-    image_path.submit(on_open, [image_path, state], view)
-    upload_image.upload(on_upload_image, [upload_image, state], [image_path, *view])
-    slice_index.release(on_slice, [slice_index, state], view)
-    preset.input(on_window, [preset, level, width, editor, state], view)
+    open_image.click(on_open, [image_path, state], view, **quiet)
+    image_path.submit(on_open, [image_path, state], view, **quiet)
+    upload_image.upload(on_upload_image, [upload_image, state], [image_path, *view], **quiet)
+    slice_index.release(on_slice, [slice_index, state], view, **quiet)
+    preset.input(on_window, [preset, level, width, editor, state], view, **quiet)
     for number in (level, width):
         custom = [gr.State(CUSTOM), level, width, editor, state]
-        number.submit(on_window, custom, view)
-    clear.click(on_clear, [state], [editor, status])
+        number.submit(on_window, custom, view, **quiet)
+    clear.click(on_clear, [state], [editor, status], **quiet)
     run.click(
         on_predict,
         [editor, state, mean, std, classes],
         [state, with_prompt, without_prompt, tiles, result_json, status, command],
+        show_progress_on=[with_prompt, without_prompt, tiles],
     )
     save_prompt.click(
         on_save_prompt, [editor, state, out, mean, std, classes], [saved, status, command]
