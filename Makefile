@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export WANDB_MODE ?= offline
 
-.PHONY: help demo test test-full test-browser browser-deps app lint bench clean install
+.PHONY: help demo test test-full test-browser browser-deps app lint bench results clean install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,app]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dicom-jpeg,app]"
 	$(BIN)/python -c "import torch, torchvision.ops; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'load together')"
 	touch $(STAMP)
 
@@ -49,6 +49,13 @@ lint: $(STAMP) ## ruff
 
 bench: $(STAMP) ## performance benchmarks (ratios measured in one run)
 	$(BIN)/python -m benchmarks
+
+# Worker processes of one torch thread each; RESULTS_WORKERS=1 on a machine whose cores are busy.
+RESULTS_WORKERS ?= 2
+
+results: $(STAMP) ## every method, six data sets, 3 seeds (about an hour on 2 cores): docs/results.md
+	$(BIN)/vapl benchmark --config benchmark/results.yaml --launch inprocess \
+		--workers $(RESULTS_WORKERS) --threads 1
 
 clean: ## remove the virtual environment, run folders and caches
 	rm -rf $(VENV) lightning_logs runs wandb .hypothesis .pytest_cache .ruff_cache build dist

@@ -105,20 +105,26 @@ def one_mask_per_pass(
     targets: torch.Tensor,
     sampler: MaskSampler,
     weight_fn: MonotoneWeight | None,
+    normalization: str = "total_weight",
 ) -> torch.Tensor:
     """The reference demo's loop: one masked image per forward pass, eq. 3 summed mask by mask.
 
     The same masks as the engine (drawn block by block, then used one at a time), so the two give
-    the same refined prompt.
+    the same refined prompt (``normalization`` as the engine's refiner).
     """
-    refined = []
+    refined, totals = [], []
     with torch.no_grad():
         for image, prompt, seed, target in zip(images, prompts, seeds, targets.tolist()):
             total = torch.zeros(prompt.shape, device=image.device)
+            weights = []
             for _, masks in sampler.chunks(prompt, seed, MASK_BLOCK):
                 for mask in masks:
                     score = torch.softmax(model((image * mask).unsqueeze(0)), dim=1)[0, target]
                     weight = score if weight_fn is None else weight_fn(score.view(1))[0]
                     total += weight * mask
+                    weights.append(weight)
             refined.append(total / sampler.normaliser)
-    return normalise_attention(torch.stack(refined))
+            totals.append(torch.stack(weights))
+    return normalise_attention(
+        torch.stack(refined), torch.stack(totals), sampler.normaliser, normalization
+    )

@@ -12,8 +12,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from benchmarks.common import Figure, round_ratio, rounds, say, synchronize
 from datamodules.synthetic import SyntheticDataModule, make_synthetic_split
 from vapl.core.backbones import build_backbone
-from vapl.core.losses import activation_distance
 from vapl.methods import VAPL, Baseline
+from vapl.training.tiny import tiny_trainer
 
 
 def _batch(n: int, size: int, device: torch.device) -> dict[str, Any]:
@@ -24,21 +24,9 @@ def _batch(n: int, size: int, device: torch.device) -> dict[str, Any]:
 
 def _g_update(model: VAPL, batch: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
     """The work of :meth:`VAPL._g_step` without the Trainer: scores (cached or not), refinement
-    with g, f_m on ``I * A``, the losses, backward into g and its optimizer step."""
-    hp = model.hparams
+    with g, f_m on ``I * A``, eq. 11's loss, backward into g and its optimizer step."""
     scores = model._cached_scores(batch)
-    attention = model.refined_prompts(
-        batch, targets=batch["label"], epoch=model._g_phase_slot(), scores=scores
-    )
-    logits_m, features_m = model.prompted_model.forward_with_features(
-        batch["image"] * attention[:, None]
-    )
-    with torch.no_grad():
-        features_o = model.unprompted_model.features(batch["image"])
-    loss = F.cross_entropy(logits_m, batch["label"]) + hp.lambda_agg * (
-        model.refiner.weight_fn.aggregation_loss()
-    )
-    loss = loss + hp.lambda_activ * activation_distance(features_o, features_m)
+    loss = model.g_objective(batch, scores)["loss"]
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -146,17 +134,11 @@ class _StepTimer(Callback):
 
 def _fit(module: LightningModule, steps: int, size: int, batch: int, device: torch.device):
     timer = _StepTimer(device)
-    trainer = Trainer(
+    trainer = tiny_trainer(
         accelerator=device.type,
-        devices=1,
         max_epochs=1,
         limit_train_batches=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         limit_val_batches=0,
-        num_sanity_val_steps=0,
         callbacks=[timer],
     )
     data = SyntheticDataModule(n_train=8 * batch, image_size=size, batch_size=batch)
@@ -215,6 +197,7 @@ def training_steps(
                 n_masks=n,
                 chunk_size=64,
                 lr=1e-3,
+                phase_unit="batch",
                 f_steps=2,
                 g_steps=2,
             )

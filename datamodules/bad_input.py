@@ -12,13 +12,15 @@ from __future__ import annotations
 import warnings
 from collections import defaultdict
 
+from vapl.core.errors import UserInputError
+
 ON_BAD_INPUT = ("skip", "error")
 
 #: How many individual cases :meth:`BadInputLog.summary` lists per reason.
 SHOWN_PER_REASON = 3
 
 
-class BadInputError(ValueError):
+class BadInputError(UserInputError, ValueError):
     """Bad input that was not to be skipped; the message names the file (and row)."""
 
 

@@ -7,15 +7,31 @@ A sample is a dict: ``image`` float32 [C, H, W]; ``prompt`` float32 [H, W] in {-
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 Sample = dict[str, Any]
 Transform = Callable[[Sample], Sample]
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and ``taskset``
+    narrow), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def capped_workers(requested: int) -> int:
+    """``requested`` dataloader workers, at most one per available CPU (never below 0)."""
+    return max(0, min(int(requested), available_cpus()))
 
 
 class TensorSampleDataset(Dataset):
@@ -100,7 +116,8 @@ class PromptedDataModule(LightningDataModule):
 
         Args:
             batch_size: samples per batch (per process under DDP).
-            num_workers: dataloader worker processes (0: load in the main process).
+            num_workers: dataloader worker processes (0: load in the main process); at most one
+                per CPU this process may use, fewer are started when there are fewer CPUs.
             seed: seed of the shuffling order and of every random choice the data make (which
                 samples carry prompts, how prompts are made incomplete, splits).
             predict_split: the split ``vapl predict`` runs on.
@@ -109,7 +126,12 @@ class PromptedDataModule(LightningDataModule):
         # Every subclass's arguments too: this collects the __init__ frames of the whole chain.
         self.save_hyperparameters(ignore=list(self.hparams_ignore))
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = capped_workers(num_workers)
+        if self.num_workers < num_workers:
+            rank_zero_info(
+                f"num_workers={num_workers}, but {available_cpus()} CPUs are available: "
+                f"using {self.num_workers} dataloader workers"
+            )
         self.seed = seed
         self.predict_split = predict_split
         self.datasets: dict[str, Dataset] = {}

@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from tqdm.auto import tqdm
+
+from vapl.core.errors import UserInputError
+from vapl.core.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ LABELS = "labels.npy"
 Case = TypeVar("Case")
 
 
-class DataError(ValueError):
+class DataError(UserInputError, ValueError):
     """Input the datamodule cannot use: raised for every bad case in strict mode, and when nothing
     usable is found at all."""
 
@@ -182,8 +184,8 @@ def build_cache(
     skipped: list[dict[str, str]] = []
     ignored: list[dict[str, str]] = []
     try:
-        progress = tqdm(cases, desc=description, unit="case", dynamic_ncols=True)
-        for case in progress:
+        bar = progress(cases, desc=description, unit="case", dynamic_ncols=True)
+        for case in bar:
             name = case_name(case)
             try:
                 samples = process(case)
@@ -197,7 +199,7 @@ def build_cache(
                     ) from reason
                 log.warning("skipped %s: %s", name, reason)
                 skipped.append({"case": name, "reason": str(reason)})
-                progress.set_postfix(skipped=len(skipped))
+                bar.set_postfix(skipped=len(skipped))
                 continue
             for sample in samples:
                 for key, array in sample.arrays.items():

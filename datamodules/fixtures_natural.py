@@ -126,8 +126,15 @@ def make_mnist_tree(
 
 # ----- RES layout -------------------------------------------------------------------------------
 def matrix_json(mask: np.ndarray) -> str:
-    """A boolean mask as the RES CSVs store it: a JSON list of rows of 0 and 1."""
-    return json.dumps(np.asarray(mask).astype(int).tolist(), separators=(",", ":"))
+    """A boolean mask as the RES CSVs store it: a JSON list of rows of 0 and 1 (the text of
+    ``json.dumps(mask.astype(int).tolist(), separators=(",", ":"))``, written without it: a
+    224 x 224 matrix through ``json`` takes about 10 ms)."""
+    values = np.asarray(mask).astype(int)
+    if values.ndim != 2 or not np.isin(values, (0, 1)).all():  # not a 0/1 matrix: as json has it
+        return json.dumps(values.tolist(), separators=(",", ":"))
+    chars = np.full((values.shape[0], 2 * values.shape[1] - 1), ord(","), dtype=np.uint8)
+    chars[:, ::2] = values + ord("0")
+    return "[[" + "],[".join(row.tobytes().decode("ascii") for row in chars) + "]]"
 
 
 def write_attention_csv(path: str | Path, rows: Sequence[dict[str, str]]) -> Path:
@@ -164,7 +171,12 @@ def square_mask(corner: np.ndarray, side: float, resolution: int) -> np.ndarray:
 def draw_res_image(
     label: int, rng: np.random.Generator, image_size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An RGB uint8 image and its factual and counterfactual masks at 224 x 224."""
+    """An RGB uint8 image and its factual and counterfactual masks at 224 x 224.
+
+    The class is the figure's shape (class 0 a box, class 1 an ellipse); the factual annotation
+    is the box around the figure for both classes, as an annotator marks the region that matters,
+    so the annotation's shape does not give the label away (``python -m datamodules.prompt_leak``).
+    """
     cx = rng.uniform(0.3, 0.45) if rng.random() < 0.5 else rng.uniform(0.55, 0.7)
     geometry = np.array([rng.uniform(0.45, 0.6), cx, rng.uniform(0.2, 0.3), rng.uniform(0.12, 0.2)])
     # The distractor sits in the top corner on the side away from the figure.
@@ -176,7 +188,7 @@ def draw_res_image(
     image[square_mask(corner, side, image_size)] = rng.uniform(0.0, 1.0, size=3)
     image[figure_mask(label, geometry, image_size)] = 0.7 + 0.3 * rng.random(3)
     pixels = np.round(255 * np.clip(image, 0.0, 1.0)).astype(np.uint8)
-    factual = figure_mask(label, geometry, ANNOTATION_SIZE)
+    factual = figure_mask(0, geometry, ANNOTATION_SIZE)  # the box around either figure
     counterfactual = square_mask(corner, side, ANNOTATION_SIZE)
     return pixels, factual, counterfactual
 

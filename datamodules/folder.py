@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from datamodules.base import PromptedDataModule, Sample, Transform
 from datamodules.folder_csv import (
@@ -38,6 +37,8 @@ from datamodules.image_files import (
     resize_bilinear,
 )
 from datamodules.transforms import JointRandomFlip
+from vapl.core.errors import require_folder
+from vapl.core.progress import progress
 from vapl.core.prompt_files import read_prompt
 from vapl.core.prompts import PromptError, empty_prompt, resize_prompt
 
@@ -166,14 +167,16 @@ class FolderDataModule(PromptedDataModule):
         root: the folder holding labels.csv; paths in the CSV are relative to it.
         image_size: every image is resized to this (int: square, or (height, width)).
         channels: 1 or 3; grey images are repeated to 3 channels, RGB becomes luma for 1.
-        mean, std: after scaling to [0, 1] the image becomes ``(x - mean) / std`` (one value, or
-            one a channel). The defaults 0.5, 0.5 map [0, 1] to [-1, 1]; pass ImageNet's statistics
+        mean: after scaling to [0, 1] the image becomes ``(x - mean) / std`` (one value, or one
+            a channel). The defaults 0.5, 0.5 map [0, 1] to [-1, 1]; pass ImageNet's statistics
             with ImageNet-pretrained weights.
+        std: see ``mean``.
         classes: class names in index order. Default: integer labels are indices, names are
             numbered in sorted order.
         augment: random left-right flips of image, prompt and explanation together (train only).
         cache: keep every decoded sample in memory (float32, about 4 * (channels + 2) * H * W
             bytes each) instead of decoding it again in every epoch.
+        **kwargs: the settings every datamodule shares (:class:`~datamodules.base.PromptedDataModule`).
     """
 
     def __init__(
@@ -191,7 +194,9 @@ class FolderDataModule(PromptedDataModule):
         super().__init__(**kwargs)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
-        self.root = Path(root).expanduser()
+        self.root = require_folder(
+            root, "root folder", f" (data.init_args.root: the folder holding {LABELS_FILE})"
+        )
         self.csv_path = self.root / LABELS_FILE
         self.image_size = _pair(image_size)
         self.loader = SampleLoader(
@@ -254,13 +259,12 @@ class FolderDataModule(PromptedDataModule):
             return sample if keep else None  # lazy loading: do not hold every image here
 
         # Decoding releases the GIL: threads make the check faster on big folders.
-        with ThreadPoolExecutor(max_workers=max(1, self.hparams.num_workers)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
             results = list(
-                tqdm(
+                progress(
                     pool.map(load, to_load),
                     total=len(to_load),
                     desc=f"Checking {self.csv_path}",
-                    disable=None,  # no bar when the output is not a terminal
                 )
             )
 

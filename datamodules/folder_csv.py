@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vapl.core.errors import UserInputError
+
 LABELS_FILE = "labels.csv"
 REQUIRED_COLUMNS = ("image", "label", "split")
 OPTIONAL_COLUMNS = ("prompt", "explanation")
@@ -28,7 +30,7 @@ class RowProblem:
         return f"line {self.line}: {self.path or '(no path)'}: {self.reason}"
 
 
-class FolderDataError(ValueError):
+class FolderDataError(UserInputError, ValueError):
     """A folder data set that cannot be used; ``problems`` lists every bad row."""
 
     def __init__(self, message: str, problems: Sequence[RowProblem] = ()) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vapl.core.errors import MissingPathError, UserInputError, require_folder
+
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 GZIP_HEADER = b"\x1f\x8b"
@@ -39,7 +41,7 @@ MNIST_FILES = {
 }
 
 
-class IdxError(ValueError):
+class IdxError(UserInputError, ValueError):
     """A file that is not a valid IDX file of the expected kind; the message names it."""
 
 
@@ -111,7 +113,9 @@ def find_mnist_file(root: str | Path, split: str, kind: str) -> Path:
     Looks in ``root``, ``root/MNIST/raw`` (torchvision's layout) and ``root/raw``, for the name
     with or without ``.gz`` (and the ``train-images.idx3-ubyte`` spelling some mirrors use).
     """
-    root = Path(root)
+    root = require_folder(
+        root, "MNIST root folder", " (data.init_args.root: the folder with the four MNIST files)"
+    )
     name = MNIST_FILES[(split, kind)]
     dotted = name.replace("-idx", ".idx")
     folders = (root, root / "MNIST" / "raw", root / "raw")
@@ -119,7 +123,7 @@ def find_mnist_file(root: str | Path, split: str, kind: str) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MissingPathError(
         f"{root}: no MNIST {split} {kind} file; looked for {name}[.gz] in "
         f"{', '.join(str(f) for f in folders)}"
     )

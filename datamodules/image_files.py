@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vapl.core.errors import UserInputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 EXPLANATION_SUFFIXES = (".png", ".npy")
 
@@ -23,7 +25,7 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 _GREY_MODES = ("L", "I;16", "I;16B", "I;16L", "F")
 
 
-class ImageFileError(ValueError):
+class ImageFileError(UserInputError, ValueError):
     """A file that cannot be used as an image or explanation; the message says why."""
 
 

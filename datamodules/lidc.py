@@ -7,8 +7,10 @@ slices, each CT series folder with one annotation XML (:mod:`datamodules.io.lidc
   the same pixels. The consensus mask is the explanation.
 * Negatives are slices of the surrounding area with no reader's mark: at least ``negative_gap``
   slices from any marked slice and at most ``negative_reach`` from a positive, nearest first,
-  ``negatives_per_positive`` per positive. Their explanation, and prompt region, is the nearest
-  positive slice's nodule mask at the same place: the area a clinician would look at.
+  ``negatives_per_positive`` per positive. Their explanation, and prompt region, is a positive
+  slice's nodule mask at the same place (the area a clinician would look at), the positives' masks
+  dealt out in turn (:func:`region_slices`), so that the negatives' regions are the positives'
+  regions: a region's size or place does not give the label away.
 * The image is the slice in HU through the lung window, resized to ``image_size``.
 * The prompt marks the nodule indispensable (incomplete, see :class:`CachedSliceDataset`) and the
   outside of the body precluded.
@@ -40,7 +42,7 @@ from datamodules.io.orientation import canonical_slice
 from datamodules.medical import MedicalSliceDataModule
 from datamodules.slices import LUNG_WINDOW, slice_arrays
 
-CACHE_FORMAT = "lidc-1"
+CACHE_FORMAT = "lidc-2"  # 2: negatives take the positives' regions in turn
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,31 @@ def choose_negatives(
     return sorted((k, nearest) for _, k, nearest in chosen)
 
 
+def region_slices(negatives: list[int], positives: list[int]) -> list[int]:
+    """The positive slice whose nodule mask is each negative's region: the positives in turn
+    (slice order), so that with one negative per positive every mask is used once and the
+    negatives' regions have the positives' sizes. The nearest positive would be an end of the
+    nodule, where it is smallest: the region's area would tell a negative from a positive."""
+    ordered = sorted(positives)
+    return [ordered[i % len(ordered)] for i in range(len(negatives))]
+
+
 class LIDCDataModule(MedicalSliceDataModule):
-    """LIDC-IDRI CT slices: nodule (1) or not (0). One channel, two classes."""
+    """LIDC-IDRI CT slices: nodule (1) or not (0). One channel, two classes.
+
+    Args:
+        root: the folder holding ``LIDC-IDRI-NNNN`` patient folders.
+        window_level: centre of the CT window in HU (lung window).
+        window_width: width of the CT window in HU.
+        consensus: share of a series' readers that must draw a pixel for it to be nodule.
+        negatives_per_positive: negative slices chosen per positive slice.
+        negative_gap: slices a negative keeps from any slice a reader marked.
+        negative_reach: slices a negative lies at most from a positive.
+        n_train: training samples.
+        n_val: validation samples.
+        n_test: test samples (``None``: every remaining patient's).
+        **kwargs: :class:`~datamodules.medical.MedicalSliceDataModule`'s arguments.
+    """
 
     dataset_name = "lidc"
 
@@ -219,8 +244,9 @@ class LIDCDataModule(MedicalSliceDataModule):
             self._sample(case, series.slices[k], k, nodules[k], 1, {"readers": len(sessions)})
             for k in positives
         ]
+        slices = [k for k, _ in negatives]
         samples += [
             self._sample(case, series.slices[k], k, nodules[near], 0, {"region_from_slice": near})
-            for k, near in negatives
+            for k, near in zip(slices, region_slices(slices, positives))
         ]
         return samples

@@ -24,6 +24,7 @@ from datamodules.cache import (
 )
 from datamodules.splits import split_by_patient
 from datamodules.transforms import JointRandomFlip
+from vapl.core.errors import require_folder
 from vapl.core.prompts import empty_prompt, prompt_from_masks, simulate_incomplete
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,21 @@ class MedicalSliceDataModule(PromptedDataModule, ABC):
     arrays), :meth:`list_cases` (cases and their source files, found without reading pixels),
     :meth:`case_name` and :meth:`process_case` (one case's samples, or ``CaseSkipped`` /
     ``CaseIgnored``).
+
+    Args:
+        root: the archive's root folder.
+        n_train: training samples (split by patient, see docs/data.md).
+        n_val: validation samples.
+        n_test: test samples (``None``: every remaining patient's).
+        cache_dir: the cache folder (``None``: a folder inside ``root``).
+        image_size: side of the square slices in pixels.
+        balanced: balance the two classes in every split.
+        keep_fraction: share of the region the incomplete prompt keeps.
+        jitter: pixels of random jitter along the kept prompt's border.
+        prompt_fraction: share of the samples that carry a prompt.
+        augment: random joint left-right flips (train only).
+        strict: stop at the first bad file instead of skipping its case.
+        **kwargs: the settings every datamodule shares (:class:`~datamodules.base.PromptedDataModule`).
     """
 
     dataset_name = "medical"
@@ -176,14 +192,20 @@ class MedicalSliceDataModule(PromptedDataModule, ABC):
         """Write the cache unless a current one exists; return its folder. Reads the archive."""
         if self._cache_directory is not None:
             return self._cache_directory
-        if not self.root.is_dir():
-            raise DataError(
-                f"{self.dataset_name}: data root {self.root} is not a folder; see docs/data.md "
-                "(or generate a small tree: python -m datamodules.fixtures ...)"
-            )
+        require_folder(
+            self.root,
+            f"{self.dataset_name} root folder",
+            " (data.init_args.root; see docs/data.md, or generate a small tree with "
+            f"python -m datamodules.fixtures {self.dataset_name} OUT_DIR)",
+        )
         settings = self.cache_settings()
         directory = self.cache_directory()
         cases, files = self.list_cases()
+        if not cases:
+            raise DataError(
+                f"{self.dataset_name}: found no cases under {self.root}; is it the data's root "
+                "folder? (docs/data.md shows the expected layout)"
+            )
         sources = source_fingerprint(files, self.root)
         if cache_is_current(directory, settings, sources):
             log.info("%s: reusing cache %s", self.dataset_name, directory)

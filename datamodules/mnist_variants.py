@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from datamodules.base import PromptedDataModule, TensorSampleDataset
 from datamodules.idx import read_mnist
 from datamodules.transforms import JointRandomCrop
+from vapl.core.progress import progress
 from vapl.core.prompts import empty_prompt, prompt_from_masks, simulate_incomplete
 
 SIZE = 28
@@ -109,7 +109,25 @@ def _count(n: int, available: int) -> int:
 
 
 class MnistVariantDataModule(PromptedDataModule, ABC):
-    """Shared reading, splitting and prompting; a subclass defines :meth:`construct`."""
+    """Shared reading, splitting and prompting; a subclass defines :meth:`construct`.
+
+    Args:
+        root: the folder holding the MNIST IDX files (or torchvision's ``MNIST/raw``).
+        n_train: training images (-1: all).
+        n_val: validation images (-1: all of the validation share).
+        n_test: test images (-1: all).
+        val_fraction: share of the MNIST training file held out for validation.
+        val_rule: ``train`` (validation built like training: the shortcut holds) or ``test``.
+        n_prompted_train: training images that carry a prompt (-1: all).
+        eval_prompts: validation and test images carry prompts.
+        keep_fraction: share of the strokes the incomplete prompt keeps.
+        jitter: pixels of random jitter along the kept prompt's border.
+        stroke_threshold: share of full intensity above which a pixel is a stroke.
+        augment: random joint shifts of image, prompt and explanation (train only).
+        crop_padding: the largest shift of the augmentation, in pixels.
+        batch_size: samples per batch.
+        **kwargs: the settings every datamodule shares (:class:`~datamodules.base.PromptedDataModule`).
+    """
 
     in_channels_of_variant = 1
 
@@ -199,7 +217,7 @@ class MnistVariantDataModule(PromptedDataModule, ABC):
         has_prompt = torch.zeros(n, dtype=torch.bool)
         has_prompt[torch.randperm(n, generator=generator)[:n_prompted]] = True
         prompts = torch.empty(n, SIZE, SIZE)
-        for i in tqdm(range(n), desc=f"prompting {split}", leave=False, disable=n < 2000):
+        for i in progress(range(n), desc=f"prompting {split}", leave=False, disable=n < 2000):
             if has_prompt[i]:
                 kept = simulate_incomplete(strokes[i], hp.keep_fraction, hp.jitter, generator)
                 prompts[i] = prompt_from_masks(kept, precluded[i])
@@ -217,7 +235,13 @@ class MnistVariantDataModule(PromptedDataModule, ABC):
 
 
 class DecoyMNISTDataModule(MnistVariantDataModule):
-    """DecoyMNIST (see the module docstring); ``construction`` is ``rrr`` or ``cdep``."""
+    """DecoyMNIST (see the module docstring).
+
+    Args:
+        root: the folder holding the MNIST IDX files.
+        construction: ``rrr`` (RRR's decoy squares) or ``cdep`` (CDEP's).
+        **kwargs: :class:`MnistVariantDataModule`'s arguments.
+    """
 
     in_channels_of_variant = 1
 
@@ -240,8 +264,15 @@ class DecoyMNISTDataModule(MnistVariantDataModule):
 
 
 class ColorMNISTDataModule(MnistVariantDataModule):
-    """ColorMNIST (CDEP; see the module docstring). ``precluded_region``: ``background`` (pixels
-    farther than ``background_margin`` from every stroke) or ``none``."""
+    """ColorMNIST (CDEP; see the module docstring).
+
+    Args:
+        root: the folder holding the MNIST IDX files.
+        precluded_region: ``background`` (pixels farther than ``background_margin`` from every
+            stroke are precluded) or ``none``.
+        background_margin: pixels around the strokes that are not background.
+        **kwargs: :class:`MnistVariantDataModule`'s arguments.
+    """
 
     in_channels_of_variant = 3
 

@@ -9,9 +9,11 @@ Two archives under one root (folder names configurable):
 * ``Pancreas-CT/PANCREAS_NNNN/.../*.dcm`` with ``TCIA_pancreas_labels-02-05-2017/labelNNNN.nii.gz``:
   the NIH Pancreas-CT set from TCIA, the normal cases. Negatives are slices through the pancreas.
 
-The pancreas (tumour included) is the explanation; the prompt comes from the tumour where the slice
-has one (``prompt_source="tumour"``, as in the paper: an inaccurate prompt) or from the pancreas
-(``"pancreas"``). Both sources are turned into the canonical orientation of
+The pancreas (tumour included) is the explanation; the prompt comes from the pancreas in both classes
+(``prompt_source="pancreas"``, the default) or from the tumour where the slice has one
+(``"tumour"``, the paper's reading: an inaccurate prompt). The tumour source gives the label away:
+positives are prompted with a small lesion, negatives (no tumour) with the whole organ, so a model
+can read the class from the prompt's shape at test time; it warns when chosen. Both sources are turned into the canonical orientation of
 :mod:`datamodules.io.orientation` before anything else, so a slice comes out the same way round.
 
 See docs/data.md ("Pancreas") for the archives, the command and how this follows the paper.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,12 @@ from datamodules.slices import ABDOMEN_WINDOW, slice_arrays
 
 CACHE_FORMAT = "pancreas-1"
 PANCREAS, TUMOUR = 1, 2
-PROMPT_SOURCES = ("tumour", "pancreas")
+PROMPT_SOURCES = ("pancreas", "tumour")
+LEAKING_SOURCE_WARNING = (
+    "Pancreas: prompt_source='tumour' prompts positive slices with the tumour and negative slices "
+    "with the pancreas, so the prompt's shape gives the label away at test time. It is the "
+    "paper's reading; prompt_source='pancreas' (the default) prompts both classes alike."
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,22 @@ class PancreasCase:
 
 
 class PancreasDataModule(MedicalSliceDataModule):
-    """Pancreas CT slices: tumour (1) or normal pancreas (0). One channel, two classes."""
+    """Pancreas CT slices: tumour (1) or normal pancreas (0). One channel, two classes.
+
+    Args:
+        root: the folder holding the three folders below.
+        msd_dir: the Medical Segmentation Decathlon's Task07 (abnormal cases, NIfTI).
+        normal_dir: TCIA Pancreas-CT (normal cases, DICOM).
+        normal_label_dir: the TCIA pancreas labels (NIfTI).
+        window_level: centre of the CT window in HU (abdomen window).
+        window_width: width of the CT window in HU.
+        min_region_pixels: pixels of tumour (or pancreas) a slice needs to be used.
+        prompt_source: the region the prompt marks (docs/data.md).
+        n_train: training samples.
+        n_val: validation samples.
+        n_test: test samples (``None``: every remaining patient's).
+        **kwargs: :class:`~datamodules.medical.MedicalSliceDataModule`'s arguments.
+    """
 
     dataset_name = "pancreas"
 
@@ -72,7 +95,7 @@ class PancreasDataModule(MedicalSliceDataModule):
         window_level: float = ABDOMEN_WINDOW[0],
         window_width: float = ABDOMEN_WINDOW[1],
         min_region_pixels: int = 1,
-        prompt_source: str = "tumour",
+        prompt_source: str = "pancreas",
         n_train: int = 30,
         n_val: int = 30,
         n_test: int | None = None,
@@ -83,6 +106,8 @@ class PancreasDataModule(MedicalSliceDataModule):
             raise ValueError(
                 f"prompt_source must be one of {PROMPT_SOURCES}, got {prompt_source!r}"
             )
+        if prompt_source == "tumour":
+            warnings.warn(LEAKING_SOURCE_WARNING, UserWarning, stacklevel=2)
         self.msd_dir = self.root / msd_dir
         self.normal_dir = self.root / normal_dir
         self.normal_label_dir = self.root / normal_label_dir

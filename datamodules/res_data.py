@@ -33,11 +33,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from datamodules.bad_input import BadInputError, BadInputLog, check_on_bad_input
 from datamodules.base import PromptedDataModule, Sample, Transform
 from datamodules.transforms import JointCompose, JointRandomCrop, JointRandomFlip
+from vapl.core.errors import MissingPathError, require_folder
+from vapl.core.progress import progress
 from vapl.core.prompts import empty_prompt, prompt_from_masks, resize_prompt
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def read_attention_labels(folder: Path, size: int, log: BadInputLog) -> Attentio
     file without the required columns always raises. A later row for the same image wins."""
     labels = AttentionLabels()
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no attention label folder (RES keeps its CSVs there)")
+        raise MissingPathError(f"{folder}: no attention label folder (RES keeps its CSVs there)")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a 224 x 224 JSON matrix is ~100 kB
     for path in sorted(folder.glob("*.csv")):
         target = labels.counterfactual if "counterfactual" in path.name.lower() else labels.factual
@@ -120,7 +121,7 @@ def read_attention_labels(folder: Path, size: int, log: BadInputLog) -> Attentio
                     f"{path}: not an attention label file, missing column(s) {missing} "
                     f"(found {reader.fieldnames})"
                 )
-            for row in tqdm(reader, desc=f"reading {path.name}", leave=False, unit="row"):
+            for row in progress(reader, desc=f"reading {path.name}", leave=False, unit="row"):
                 where = f"{path}:{reader.line_num}"
                 if (row["img_check"] or "").strip().lower() != GOOD_FLAG:
                     labels.not_good += 1
@@ -140,7 +141,7 @@ def find_child(folder: Path, name: str) -> Path:
     for child in sorted(folder.iterdir()) if folder.is_dir() else []:
         if child.is_dir() and child.name.lower() == name:
             return child
-    raise FileNotFoundError(f"{folder}: no {name}/ folder")
+    raise MissingPathError(f"{folder}: no {name}/ folder")
 
 
 def class_of_folder(name: str, class_names: tuple[str, ...]) -> int | None:
@@ -166,7 +167,7 @@ def list_split_images(
             )
         found.add(label)
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in tqdm(files, desc=f"checking {split_dir.name}/{folder.name}", leave=False):
+        for path in progress(files, desc=f"checking {split_dir.name}/{folder.name}", leave=False):
             try:
                 with Image.open(path):
                     pass
@@ -176,7 +177,7 @@ def list_split_images(
             images.append(ResImage(path, label))
     missing = [class_names[c] for c in range(len(class_names)) if c not in found]
     if missing:
-        raise FileNotFoundError(f"{split_dir}: no folder for class(es) {', '.join(missing)}")
+        raise MissingPathError(f"{split_dir}: no folder for class(es) {', '.join(missing)}")
     return images
 
 
@@ -248,6 +249,18 @@ class ResDataModule(PromptedDataModule):
     training images (-1: all the rest) join as unprompted samples; the release's val and test
     folders are the validation and test sets, with prompts where an image is annotated
     (``eval_prompts``). Bad input is skipped and counted, or raises (``on_bad_input="error"``).
+
+    Args:
+        root: the release's root folder.
+        image_size: side of the square images in pixels.
+        n_annotated_train: annotated training images that carry prompts (-1: all).
+        n_unprompted_train: further training images without prompts (-1: all the rest).
+        eval_prompts: annotated validation and test images carry prompts.
+        annotation_size: side of the release's attention matrices.
+        augment: random joint flips (and shifts with ``crop_padding``), train only.
+        crop_padding: the largest random shift in pixels (0: none).
+        on_bad_input: ``skip`` (count and warn) or ``error``.
+        **kwargs: the settings every datamodule shares (:class:`~datamodules.base.PromptedDataModule`).
     """
 
     class_names: tuple[str, ...] = ()
@@ -276,9 +289,7 @@ class ResDataModule(PromptedDataModule):
         if self.datasets:
             return
         hp = self.hparams
-        root = Path(hp.root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: no such folder (set data.init_args.root)")
+        root = require_folder(hp.root, "root folder", " (data.init_args.root; see docs/data.md)")
         log = self.bad_input
         labels = read_attention_labels(root / LABEL_FOLDER, hp.annotation_size, log)
         images = {

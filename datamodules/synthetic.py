@@ -107,7 +107,22 @@ def make_synthetic_split(
 
 
 class SyntheticDataModule(PromptedDataModule):
-    """The embedded demo data set (see the module docstring). One channel, two classes."""
+    """The embedded demo data set (see the module docstring). One channel, two classes.
+
+    Args:
+        n_train: training images.
+        n_val: validation images (the shortcut holds, as in training).
+        n_test: test images (the marker is independent of the label).
+        image_size: side of the square images in pixels.
+        shortcut: probability that the corner marker agrees with the label in train and
+            validation.
+        lesion_contrast: brightness of the lesion over the tissue (0: invisible).
+        texture_contrast: strength of the tissue texture.
+        keep_fraction: share of the region of interest the incomplete prompt keeps.
+        prompt_fraction: share of the samples that carry a prompt.
+        augment: random joint flips of image, prompt and explanation (train only).
+        **kwargs: the settings every datamodule shares (:class:`~datamodules.base.PromptedDataModule`).
+    """
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""Shared test settings: two cores, no network logging, tiny models."""
+"""Shared test settings: one thread, no W&B variables leaking, and factories of tiny trainers,
+data and models (:mod:`vapl.training.tiny`, which the benchmarks use too)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,27 @@ def _no_wandb_leak():
         if key not in before:
             del os.environ[key]
     os.environ.update(before)
+
+
+@pytest.fixture
+def tiny_trainer():
+    """Factory of quiet CPU trainers (:func:`vapl.training.tiny.tiny_trainer`)."""
+    from vapl.training.tiny import tiny_trainer
+
+    return tiny_trainer
+
+
+@pytest.fixture
+def tiny_data():
+    """Factory of tiny demo datamodules (:func:`vapl.training.tiny.tiny_data`)."""
+    from vapl.training.tiny import tiny_data
+
+    return tiny_data
+
+
+@pytest.fixture
+def tiny_method():
+    """Factory of methods on the tiny CNN (:func:`vapl.training.tiny.tiny_method`)."""
+    from vapl.training.tiny import tiny_method
+
+    return tiny_method

@@ -31,8 +31,9 @@ def test_an_installed_wheel_finds_its_bundled_configs_without_the_source_tree(tm
         [*pip, "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True
     )
     script = (
-        "import vapl.training.configs as c; print(c.bundled_config_dir()); "
-        "c.main(['fit', '--config', 'demo.yaml', '--config', 'methods/baseline.yaml', "
+        "import vapl.training.configs as c, vapl.command as command; "
+        "print(c.bundled_config_dir()); "
+        "command.main(['fit', '--config', 'demo.yaml', '--config', 'methods/baseline.yaml', "
         "'--data.init_args.image_size=16', '--data.init_args.n_train=8', "
         "'--trainer.fast_dev_run=true', '--trainer.enable_progress_bar=false'])"
     )

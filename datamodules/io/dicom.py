@@ -40,6 +40,7 @@ from datamodules.io.orientation import (
     replace_nonfinite,
     slice_normal,
 )
+from vapl.core.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ DICOM_SUFFIX = ".dcm"
 DUPLICATE_TOLERANCE_MM = 0.01
 
 
-class DicomError(ValueError):
+class DicomError(UserInputError, ValueError):
     """A DICOM file or series that cannot be used; the message names the file and the reason."""
 
 
@@ -214,6 +215,23 @@ def _window(ds: pydicom.Dataset) -> tuple[float, float] | None:
     return centre, width
 
 
+#: Transfer syntaxes only the GPL-3.0 decoder pylibjpeg-libjpeg reads here (JPEG extended 12-bit,
+#: JPEG lossless): installed by the extra ``vapl[dicom-jpeg]``.
+LIBJPEG_SYNTAXES = ("1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70")
+
+
+def _hint(ds: pydicom.Dataset) -> str:
+    """What to install when a JPEG syntax failed for want of its decoder."""
+    import importlib.util
+
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
+    if syntax in LIBJPEG_SYNTAXES and importlib.util.find_spec("libjpeg") is None:
+        return (
+            "; its decoder is the extra vapl[dicom-jpeg] (GPL-3.0): pip install 'vapl[dicom-jpeg]'"
+        )
+    return ""
+
+
 def read_frame(path: str | Path, frame: int | None = None) -> DicomFrame:
     """Decode frame ``frame`` (default: the middle one) of a DICOM file (module docstring)."""
     path = Path(path)
@@ -233,7 +251,7 @@ def read_frame(path: str | Path, frame: int | None = None) -> DicomFrame:
         text = _short(error)
         if "bytes of pixel data is less than expected" in text or "truncated" in text.lower():
             raise DicomError(f"{path}: cannot read pixel data (truncated: {text})") from error
-        raise DicomError(f"{path}: cannot read pixel data ({syntax}: {text})") from error
+        raise DicomError(f"{path}: cannot read pixel data ({syntax}: {text}){_hint(ds)}") from error
     colour = samples == 3 or photometric == "PALETTE COLOR"
     if pixels.ndim != (3 if samples == 3 else 2):
         raise DicomError(f"{path}: pixel array of shape {pixels.shape}, expected one image")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vapl.core.errors import UserInputError
+
 LIDC_NAMESPACE = "http://www.nih.gov"
 CT_READ = "LidcReadMessage"
 RADIOGRAPH_READ = "IdriReadMessage"
@@ -25,7 +27,7 @@ RADIOGRAPH_READ = "IdriReadMessage"
 Point = tuple[int, int]
 
 
-class LidcXmlError(ValueError):
+class LidcXmlError(UserInputError, ValueError):
     """An annotation file that cannot be used; the message names the file and the reason."""
 
 

@@ -23,11 +23,12 @@ from datamodules.io.orientation import (
     canonical_volume,
     replace_nonfinite,
 )
+from vapl.core.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
 
-class NiftiError(ValueError):
+class NiftiError(UserInputError, ValueError):
     """A NIfTI file that cannot be used; the message names the file and the reason."""
 
 

@@ -21,11 +21,13 @@ from collections.abc import Sequence
 import numpy as np
 from nibabel.orientations import apply_orientation, io_orientation
 
+from vapl.core.errors import UserInputError
+
 #: Converts RAS world coordinates (NIfTI) to LPS (DICOM) and back.
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-class OrientationError(ValueError):
+class OrientationError(UserInputError, ValueError):
     """A volume or slice whose orientation the readers do not handle (e.g. not axial)."""
 
 

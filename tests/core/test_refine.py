@@ -105,19 +105,21 @@ def test_identity_g_equals_eq1_computed_the_slow_way():
     images = torch.rand(2, 1, 12, 12)
     prompts = torch.stack([_prompt(), torch.full((12, 12), UNDECIDED)])
     seeds = [5, 6]
-    refiner = PromptRefiner(n_masks=40, p=0.2, chunk_size=16, weight_fn=None)
     model = _MeanModel()
-    refined = refiner(model, images, prompts, seeds, targets=torch.tensor([1, 0]))
-
-    expected = []
-    for image, prompt, seed, target in zip(images, prompts, seeds, [1, 0]):
-        total = torch.zeros(12, 12)
-        for mask in refiner.sampler.all_masks(prompt, seed):
-            score = torch.softmax(model((image * mask)[None]), dim=1)[0, target]
-            total += score * mask
-        attention = total / (40 * 0.2)
-        expected.append(attention / attention.max())
-    assert torch.allclose(refined, torch.stack(expected), atol=1e-5)
+    for mode in ("paper", "total_weight"):
+        refiner = PromptRefiner(n_masks=40, p=0.2, chunk_size=16, normalization=mode)
+        refined = refiner(model, images, prompts, seeds, targets=torch.tensor([1, 0]))
+        expected = []
+        for image, prompt, seed, target in zip(images, prompts, seeds, [1, 0]):
+            total, weight = torch.zeros(12, 12), 0.0
+            for mask in refiner.sampler.all_masks(prompt, seed):
+                score = torch.softmax(model((image * mask)[None]), dim=1)[0, target]
+                total += score * mask
+                weight += float(score)
+            attention = total / (40 * refiner.sampler.p_exact)
+            always_on = weight / (40 * refiner.sampler.p_exact)
+            expected.append(attention if mode == "paper" else attention / always_on)
+        assert torch.allclose(refined, torch.stack(expected), atol=1e-5), mode
 
 
 def test_precluded_pixels_of_a_are_zero_and_indispensable_are_one():
@@ -170,11 +172,81 @@ def test_target_scores_without_labels_use_the_class_with_the_highest_mean_probab
     assert torch.allclose(labelled, torch.tensor([[0.7, 0.2, 0.3]]))
 
 
-def test_normalise_attention_divides_by_each_samples_maximum():
+def test_normalise_attention_by_maximum_and_by_total_weight():
     attention = torch.tensor([[[1.0, 2.0], [0.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]])
-    out = normalise_attention(attention)
+    weights = torch.tensor([[1.0, 7.0], [0.5, 1.5]])  # always-on values 8 / 2 and 2 / 2
+    out = normalise_attention(attention, weights, 2.0, "max")
     assert out[0].tolist() == [[0.25, 0.5], [0.0, 1.0]]
     assert out[1].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    out = normalise_attention(attention, weights, 2.0, "total_weight")
+    assert out[0].tolist() == [[0.25, 0.5], [0.0, 1.0]]
+    assert torch.equal(normalise_attention(attention, weights, 2.0, "paper"), attention)
+    with pytest.raises(ValueError, match="normalization"):
+        normalise_attention(attention, weights, 2.0, "peak")
+
+
+def test_eq_3_under_paper_normalisation_by_hand():
+    """Three pixels (indispensable, undecided, precluded), N = 4 balanced masks with p = 0.5: the
+    undecided pixel is on in exactly k = 2 masks. A = sum_i g(s_i) M_i / k."""
+    prompt = torch.tensor([[[INDISPENSABLE, UNDECIDED, PRECLUDED]]])
+    refiner = PromptRefiner(n_masks=4, p=0.5, balanced=True, normalization="paper")
+    on = refiner.sampler.all_masks(prompt[0], 5)[:, 0, 1]  # the undecided pixel in each mask
+    assert on.sum() == 2
+    scores = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    refined = refiner.refine_from_scores(scores, prompt, [5])[0, 0]
+    kept = sum(s for s, m in zip([0.1, 0.2, 0.3, 0.4], on.tolist()) if m)
+    assert refined.tolist() == pytest.approx([(0.1 + 0.2 + 0.3 + 0.4) / 2, kept / 2, 0.0])
+    # i.i.d. masks divide by N p (p as the sampler rounds it)
+    iid = PromptRefiner(n_masks=3, p=1.0, normalization="paper")
+    out = iid.refine_from_scores(torch.tensor([[0.2, 0.3, 0.7]]), prompt, [0])[0, 0]
+    assert out.tolist() == pytest.approx([1.2 / 3, 1.2 / 3, 0.0])
+
+
+def _undecided_mean(mode: str, prompt: torch.Tensor, weights: torch.Tensor) -> float:
+    refiner = PromptRefiner(n_masks=weights.shape[1], p=0.1, normalization=mode)
+    refined = refiner.refine_from_scores(weights, prompt[None], [3])[0]
+    return float(refined[prompt == UNDECIDED].mean())
+
+
+@pytest.mark.parametrize("mode", ["paper", "total_weight", "max"])
+def test_one_or_no_indispensable_pixel_gives_close_undecided_values(mode):
+    """Adding one indispensable pixel to a prompt barely changes the undecided pixels under the
+    paper's and the scale-free normalisation; dividing by the maximum jumps (about p against
+    about 0.8)."""
+    weights = torch.rand(1, 64, generator=torch.Generator().manual_seed(0))
+    none = torch.full((16, 16), UNDECIDED)
+    one = none.clone()
+    one[0, 0] = INDISPENSABLE
+    without, with_one = _undecided_mean(mode, none, weights), _undecided_mean(mode, one, weights)
+    if mode == "max":
+        assert without > 3 * with_one
+    else:
+        assert abs(without - with_one) < 0.01
+
+
+def test_the_scale_of_g_matters_under_paper_and_not_under_total_weight():
+    prompt = _prompt()[None]
+    weights = torch.rand(1, 40, generator=torch.Generator().manual_seed(1))
+    for mode, changes in (("paper", True), ("total_weight", False), ("max", False)):
+        refiner = PromptRefiner(n_masks=40, p=0.2, normalization=mode)
+        a = refiner.refine_from_scores(weights, prompt, [9])
+        b = refiner.refine_from_scores(3 * weights, prompt, [9])
+        assert torch.allclose(b, 3 * a if changes else a, atol=1e-6), mode
+        if changes:
+            assert not torch.allclose(a, b)
+
+
+def test_the_scale_of_g_reaches_f_ms_input_only_under_paper():
+    """L_Agg = (g(1) - 1)^2 anchors g's scale; that scale moves the refined prompt (a non-zero
+    gradient) under ``paper`` only."""
+    prompt = _prompt()[None]
+    scores = torch.rand(1, 32, generator=torch.Generator().manual_seed(2))
+    for mode in ("paper", "total_weight"):
+        scale = torch.ones((), requires_grad=True)
+        refiner = PromptRefiner(n_masks=32, p=0.2, normalization=mode)
+        refined = refiner.refine_from_scores(scores * scale, prompt, [4])
+        (grad,) = torch.autograd.grad(refined.sum(), scale)
+        assert (abs(float(grad)) > 1e-3) == (mode == "paper"), (mode, float(grad))
 
 
 _MEMORY_PROBE = """

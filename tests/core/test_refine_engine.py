@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vapl.core.backbones import build_backbone
-from vapl.core.masks import MASK_BLOCK, MaskSampler, block_seed
+from vapl.core.masks import MASK_BLOCK, MaskSampler, block_seed, random_words
 from vapl.core.prompts import INDISPENSABLE, PRECLUDED, UNDECIDED
 from vapl.core.refine import MonotoneWeight, PromptRefiner, aggregate, score_masks
 
@@ -23,19 +23,26 @@ def _prompts(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     return prompts
 
 
+def _splitmix64(key: int, j: int) -> int:
+    """SplitMix64's word ``j`` for ``key``, in Python integers (the specification)."""
+    mask = 2**64 - 1
+    z = (key + (j + 1) * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
 def _plain_iid_masks(prompt: torch.Tensor, seed: int, n_masks: int, p: float) -> torch.Tensor:
-    """The i.i.d. masks as specified: block by block from a generator seeded by (seed, block),
+    """The i.i.d. masks as specified: block by block from SplitMix64 keyed by (seed, block),
     each pixel 16 random bits (little-endian slices of 64-bit words) read as a signed integer s,
     on when ``s + 2^15 < round(p 2^16)``."""
     blocks = []
     for index in range(-(-n_masks // MASK_BLOCK)):
         count = min(MASK_BLOCK, n_masks - index * MASK_BLOCK)
-        generator = torch.Generator().manual_seed(block_seed(seed, index))
+        key = block_seed(seed, index)
         size = count * prompt.numel()
-        words = torch.empty(-(-size // 4), dtype=torch.int64).random_(
-            -(2**63), None, generator=generator
-        )
-        unsigned = [(w >> (16 * lane)) & 0xFFFF for w in words.tolist() for lane in range(4)]
+        words = [_splitmix64(key, j) for j in range(-(-size // 4))]
+        unsigned = [(w >> (16 * lane)) & 0xFFFF for w in words for lane in range(4)]
         signed = torch.tensor([u - 2**16 if u >= 2**15 else u for u in unsigned[:size]])
         draw = (signed + 2**15).view(count, *prompt.shape) < round(p * 2**16)
         blocks.append(((prompt == INDISPENSABLE) | ((prompt == UNDECIDED) & draw)).float())
@@ -75,6 +82,27 @@ def test_iid_masks_are_the_specified_ones_and_p_one_keeps_every_pixel():
     assert sampler.p_exact == round(0.3 * 2**16) / 2**16 and abs(sampler.p_exact - 0.3) < 2**-17
     everything = MaskSampler(n_masks=20, p=1.0).all_masks(prompt, 7)
     assert torch.equal(everything, (prompt != PRECLUDED).float().expand(20, 12, 12))
+
+
+def test_random_words_are_splitmix64_for_any_key():
+    for key in (0, 7, 2**63 - 2, block_seed(123456789, 5)):
+        words = random_words(key, 9).tolist()
+        assert [w % 2**64 for w in words] == [_splitmix64(key, j) for j in range(9)]
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_the_same_seed_draws_the_same_masks_on_every_device(balanced):
+    """Masks are exact integer arithmetic: CUDA (where present) draws the CPU's masks; on the CPU
+    the masks are checked against the Python specification above."""
+    prompt = _prompts(1, 10)[0]
+    sampler = MaskSampler(n_masks=40, p=0.3, balanced=balanced)
+    reference = sampler.all_masks(prompt, 11)
+    if not balanced:
+        assert torch.equal(reference, _plain_iid_masks(prompt, 11, 40, 0.3))
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the CPU half of the check ran")
+    on_cuda = sampler.all_masks(prompt.cuda(), 11).cpu()
+    assert torch.equal(on_cuda, reference)
 
 
 @pytest.mark.parametrize("balanced", [False, True])

@@ -123,6 +123,22 @@ def test_normalize_cam_values():
     torch.testing.assert_close(
         normalize_cam(signed, "relu", eps=0.0), torch.tensor([[[0.0, 0.5], [0.25, 1.0]]])
     )
+    # Learning to Look's reference: ReLU, then min-max (the negative cell and the zero cell tie)
+    torch.testing.assert_close(
+        normalize_cam(signed, "relu_minmax", eps=0.0),
+        torch.tensor([[[0.0, 0.5], [0.25, 1.0]]]),
+    )
+    positive = torch.tensor([[[1.0, 2.0], [3.0, 5.0]]])  # ReLU changes nothing, min-max does
+    torch.testing.assert_close(
+        normalize_cam(positive, "relu_minmax"), torch.tensor([[[0.0, 0.25], [0.5, 1.0]]])
+    )
+    mixed = torch.tensor([[[-2.0, -1.0], [1.0, 3.0]]])  # min-max alone keeps the negative order
+    torch.testing.assert_close(
+        normalize_cam(mixed, "relu_minmax", eps=0.0), torch.tensor([[[0.0, 0.0], [1 / 3, 1.0]]])
+    )
+    torch.testing.assert_close(
+        normalize_cam(mixed, "minmax", eps=0.0), torch.tensor([[[0.0, 0.2], [0.6, 1.0]]])
+    )
     constant = torch.full((1, 2, 2), 3.0)
     assert torch.equal(normalize_cam(constant), torch.zeros(1, 2, 2))  # no NaN
     with pytest.raises(ValueError, match="normalisation"):

@@ -264,26 +264,3 @@ def test_training_reads_only_the_cache(lidc, tmp_path, monkeypatch):
             assert batch["label"].dtype == torch.int64 and len(batch["id"]) == len(batch["label"])
             seen += len(batch["label"])
     assert seen == 30
-
-
-def test_cli_fit_on_a_generated_tree(lidc, tmp_path, monkeypatch):
-    from vapl.training.cli import build_cli
-
-    monkeypatch.chdir(tmp_path)
-    cli = build_cli(
-        [
-            "fit",
-            "--config", "lidc.yaml",
-            "--data.init_args.root", str(lidc[0]),
-            "--data.init_args.cache_dir", str(tmp_path / "cache"),
-            "--data.init_args.image_size=32",
-            "--data.init_args.batch_size=8",
-            "--model.init_args.backbone=tiny",
-            "--model.init_args.n_masks=8",
-            "--trainer.fast_dev_run=true",
-            "--trainer.default_root_dir", str(tmp_path / "runs"),
-        ]
-    )  # fmt: skip
-    assert cli.trainer.state.finished
-    assert cli.model.hparams.in_channels == 1 and cli.model.hparams.num_classes == 2
-    assert "val/prompted/acc" in cli.trainer.callback_metrics

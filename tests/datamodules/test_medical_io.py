@@ -308,3 +308,22 @@ def test_splits_exact_when_data_suffice():
     assert all(
         np.bincount(np.asarray(labels)[rows[s]]).tolist() == [len(rows[s]) // 2] * 2 for s in rows
     )
+
+
+def test_a_jpeg_syntax_without_its_gpl_decoder_names_the_extra(monkeypatch):
+    import importlib.util
+
+    import pydicom
+
+    from datamodules.io.dicom import _hint
+
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.57"  # JPEG lossless
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "libjpeg" else real(name, *a)
+    )
+    assert "pip install 'vapl[dicom-jpeg]'" in _hint(ds)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"  # JPEG 2000: not libjpeg's
+    assert _hint(ds) == ""

@@ -183,5 +183,8 @@ def test_broken_idx_files_raise_naming_the_file(tmp_path):
     images.write_bytes(b"\x00\x00\x08\x01" + raw[4:])
     with pytest.raises(IdxError, match="t10k-images-idx3-ubyte: wrong magic number 0x00000801"):
         ColorMNISTDataModule(root=str(root)).setup()
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no MNIST train images file"):
         DecoyMNISTDataModule(root=str(tmp_path / "empty")).setup()
+    with pytest.raises(FileNotFoundError, match="the MNIST root folder .*nowhere does not exist"):
+        DecoyMNISTDataModule(root=str(tmp_path / "nowhere")).setup()

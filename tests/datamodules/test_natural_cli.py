@@ -1,4 +1,5 @@
-"""The four dataset configs run end to end through the CLI on generated trees."""
+"""The natural-image and MNIST configs through the CLI beyond a plain fit (which
+tests/training/test_configs.py runs for every config): generators, overlays, the shortcut."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.fixtures_natural import main, make_mnist_tree, make_res_tree
+from datamodules.fixtures_natural import main, make_mnist_tree
 from vapl.training.cli import build_cli
 
 QUIET = [
@@ -33,44 +34,6 @@ def fit(config: str, root: Path, run_dir: Path, *extra: str):
             *QUIET,
         ]
     )
-
-
-@pytest.mark.parametrize(("config", "dataset"), [("gender", "gender"), ("scene", "scene")])
-def test_res_configs_fit(tmp_path, config, dataset):
-    root = make_res_tree(tmp_path / dataset, dataset, per_class=(3, 2, 2), image_size=24)
-    cli = fit(
-        f"{config}.yaml",
-        root,
-        tmp_path / "run",
-        "--model.init_args.n_masks=8",
-        "--trainer.fast_dev_run=true",
-        "--data.init_args.image_size=32",
-        "--data.init_args.n_annotated_train=4",
-        "--data.init_args.n_unprompted_train=-1",
-        "--data.init_args.batch_size=4",
-        "--data.init_args.crop_padding=2",
-    )
-    assert type(cli.datamodule).__name__ == f"{dataset.capitalize()}DataModule"
-    assert (cli.model.hparams.num_classes, cli.model.hparams.in_channels) == (2, 3)
-    assert cli.trainer.state.finished
-    assert "train/prompted/loss" in cli.trainer.callback_metrics
-
-
-@pytest.mark.parametrize(("config", "channels"), [("decoy_mnist.yaml", 1), ("color_mnist.yaml", 3)])
-def test_mnist_configs_fit(tmp_path, config, channels):
-    root = make_mnist_tree(tmp_path / "mnist", n_train=60, n_test=20)
-    cli = fit(
-        config,
-        root,
-        tmp_path / "run",
-        "--model.init_args.n_masks=8",
-        "--model.init_args.chunk_size=8",
-        "--trainer.fast_dev_run=true",
-        "--data.init_args.batch_size=8",
-    )
-    assert (cli.model.hparams.num_classes, cli.model.hparams.in_channels) == (10, channels)
-    assert cli.trainer.state.finished
-    assert "val/prompted/acc" in cli.trainer.callback_metrics
 
 
 def test_baseline_overlay_runs_on_decoy_mnist(tmp_path):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from datamodules import PancreasDataModule
 from datamodules.cache import DataError
 from datamodules.fixtures import write_pancreas_tree
+from vapl.core.errors import MissingPathError
 
 IMAGE = 32
 
@@ -80,10 +81,13 @@ def test_nifti_and_dicom_cases_come_out_the_same_way_round(pancreas, tmp_path):
     assert np.array_equal(explanations[0], data[:, :, k].T > 0)
 
 
-def test_prompt_comes_from_the_tumour_or_the_pancreas(pancreas, tmp_path):
-    tumour = make(pancreas, tmp_path, keep_fraction=1.0, jitter=0)
+def test_prompt_comes_from_the_pancreas_by_default_or_from_the_tumour_with_a_warning(
+    pancreas, tmp_path
+):
+    with pytest.warns(UserWarning, match="gives the label away"):
+        tumour = make(pancreas, tmp_path, keep_fraction=1.0, jitter=0, prompt_source="tumour")
     tumour.setup()
-    whole = make(pancreas, tmp_path, keep_fraction=1.0, jitter=0, prompt_source="pancreas")
+    whole = make(pancreas, tmp_path, keep_fraction=1.0, jitter=0)
     whole.setup()
     assert tumour.cache.directory == whole.cache.directory  # prompts are made when served
     for a, b in zip(tumour.datasets["test"], whole.datasets["test"]):
@@ -135,8 +139,11 @@ def test_missing_or_broken_index_is_a_clear_error(pancreas, tmp_path):
     index.write_text(json.dumps({"name": "Pancreas"}))
     with pytest.raises(DataError, match="dataset.json: not a Decathlon"):
         make(root, tmp_path / "cache").setup()
-    with pytest.raises(DataError, match="is not a folder"):
+    with pytest.raises(MissingPathError, match="pancreas root folder .*nowhere does not exist"):
         make(tmp_path / "nowhere", tmp_path / "cache").setup()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty.Task07_Pancreas.dataset.json: not found"):
+        make(tmp_path / "empty", tmp_path / "cache").setup()
 
 
 def test_cli_fit_on_a_generated_tree(pancreas, tmp_path, monkeypatch):

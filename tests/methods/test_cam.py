@@ -16,6 +16,7 @@ from vapl.core.metrics import explanation_scores
 from vapl.core.saliency import feature_map_and_logits, grad_cam, normalize_cam
 from vapl.methods import GRADIA, HAICS, RESG, RESL, Baseline
 from vapl.training.cli import build_cli
+from vapl.training.tiny import tiny_method, tiny_trainer
 
 FAST = [
     "--trainer.fast_dev_run=true",
@@ -87,7 +88,7 @@ def test_samples_without_prompt_get_no_attention_loss():
 def train_and_score(method: type, train, evaluation, steps: int, seed: int) -> tuple[float, float]:
     """IoU of the predicted class's Grad-CAM with the explanation, before and after training."""
     L.seed_everything(seed, verbose=False)
-    model = method(num_classes=2, in_channels=1, backbone="tiny", lr=1e-3)
+    model = tiny_method(method, lr=1e-3)
 
     def iou() -> float:
         model.eval()
@@ -96,15 +97,7 @@ def train_and_score(method: type, train, evaluation, steps: int, seed: int) -> t
         return scores["iou"].mean().item()
 
     before = iou()
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = tiny_trainer(max_steps=steps, limit_val_batches=0)
     loader = DataLoader(
         train, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(seed)
     )

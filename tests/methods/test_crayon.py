@@ -7,7 +7,6 @@ import glob
 import logging
 import math
 
-import lightning as L
 import pytest
 import torch
 
@@ -119,9 +118,9 @@ def test_a_pruned_neuron_has_exactly_zero_effect_on_the_logits():
     assert not torch.allclose(module(images), before)
 
 
-def test_pruning_retrains_only_the_fc_and_the_mask_survives_save_and_load(tmp_path):
-    from datamodules import SyntheticDataModule
-
+def test_pruning_retrains_only_the_fc_and_the_mask_survives_save_and_load(
+    tmp_path, tiny_trainer, tiny_data
+):
     answers = Answers(neurons={0: NO, 3: NO, 7: YES, 9: MAYBE})
     write_answers(tmp_path / "answers.csv", answers)
     module = CRAYONPruning(
@@ -129,15 +128,8 @@ def test_pruning_retrains_only_the_fc_and_the_mask_survives_save_and_load(tmp_pa
     )
     body_before = {k: v.clone() for k, v in module.model.body.state_dict().items()}
     fc_before = module.model.fc.weight.detach().clone()
-    trainer = L.Trainer(
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        inference_mode=False,
-    )
-    data = SyntheticDataModule(n_train=16, n_val=4, n_test=4, image_size=32, batch_size=8)
+    trainer = tiny_trainer(max_steps=2, inference_mode=False)
+    data = tiny_data(n_train=16, n_val=4, n_test=4, image_size=32)
     trainer.fit(module, datamodule=data)
     expected = torch.ones(64)
     expected[[0, 3]] = 0.0
@@ -285,8 +277,10 @@ def test_three_stages_through_the_command_line(tmp_path, monkeypatch, capsys):
           str(export_dir / "answers_template.csv"), "--out", str(tmp_path / "human.csv")])  # fmt: skip
     assert set(read_answers(tmp_path / "human.csv").images.values()) == {MAYBE}
     bad = _answers_file(tmp_path, "kind,key,answer", "neuron,99,no")
-    with pytest.raises(SystemExit, match="line 2: neuron index 99 is out of range"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["crayon", "answer", "--export", str(export_dir), "--from", str(bad)])
+    assert exit_info.value.code == 2
+    assert "line 2: neuron index 99 is out of range" in capsys.readouterr().err
 
     main(["crayon", "answer", "--export", str(export_dir), "--oracle", "--threshold", "0.2"])
     answers = read_answers(export_dir / "answers.csv")

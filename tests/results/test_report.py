@@ -15,7 +15,7 @@ from vapl.results.grid import command, is_finished, load_grid, run_config
 from vapl.results.grid import main as benchmark_main
 from vapl.results.report import build_rows, main, rank_marks, split_ablations
 from vapl.results.runs import collect_runs
-from vapl.training.wandb_records import read_wandb_run
+from vapl.training.wandb_records import read_wandb_run, wait_until_finished
 
 METRICS = ("acc", "precision", "recall", "f1")
 
@@ -98,13 +98,13 @@ def test_runs_are_read_once_per_method_dataset_and_seed(runs):
 
 def test_the_table_holds_mean_and_std_over_seeds_with_best_bold_and_second_underlined(runs):
     main_tables, ablation = split_ablations(build_rows(collect_runs([runs])))
-    rows = main_tables["synthetic"]
+    rows = main_tables["demo"]
     assert [r.label for r in rows] == ["Baseline", "VAPL (prompted)", "VAPL (unprompted)"]
     mean, std = rows[1].mean_std("acc")
     assert mean == pytest.approx(0.85)
     assert std == pytest.approx(statistics.stdev(VAPL_PROMPTED_ACC))  # 0.05
     assert rank_marks(rows, "acc") == {1: "best", 2: "second"}  # 85.0 > 75.0 > 72.0
-    assert [r.label for r in ablation["synthetic"]] == ["VAPL-1", "VAPL"]
+    assert [r.label for r in ablation["demo"]] == ["VAPL-1", "VAPL"]
 
     out = runs / "report"
     main([str(runs), "--out", str(out)])
@@ -144,12 +144,14 @@ def test_a_wandb_offline_run_folder_is_read_like_a_csv_run(tmp_path, monkeypatch
     run = wandb.init(dir=str(tmp_path), mode="offline", project="p", config={"config": config})
     run.log({"val/unprompted/acc": 0.5, "test/unprompted/acc": 0.25, "test/unprompted/f1": 0.5})
     run.summary["best/val/unprompted/acc"] = 0.625
+    folder = Path(run.dir).parent
     run.finish()
+    wait_until_finished(folder, timeout=120)  # W&B's service writes the file in the background
     assert "WANDB_MODE" not in os.environ
     (result,) = collect_runs([tmp_path])
     assert (result.identity.method, result.identity.dataset, result.identity.seed) == (
         "GRADIA",
-        "synthetic",
+        "demo",
         4,
     )
     assert result.source == "wandb"

@@ -10,7 +10,7 @@ import pytest
 
 from vapl.methods import VAPL, Baseline
 from vapl.training.cli import build_cli
-from vapl.training.configs import bundled_config_dir, resolve_config_args
+from vapl.training.configs import ConfigNotFoundError, bundled_config_dir, resolve_config_args
 
 TINY_DATA = [
     "--data.init_args.n_train=16",
@@ -40,7 +40,7 @@ def _logged_keys(root: Path) -> set[str]:
 
 def test_fit_then_test_on_the_demo_config_logs_the_shared_metric_keys(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # bundled configs are found from any directory
-    phases = ["--model.init_args.f_steps=1", "--model.init_args.g_steps=1"]
+    phases = ["--model.init_args.f_epochs=1", "--model.init_args.g_epochs=1"]
     cli = build_cli(["fit", "--config", "demo.yaml", *TINY, *phases])
     assert isinstance(cli.model, VAPL)
     assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 2
@@ -79,7 +79,7 @@ def test_each_ablation_overlay_sets_its_flag(tmp_path, monkeypatch, overlay):
 
 
 def test_an_unknown_config_name_lists_the_bundled_ones():
-    with pytest.raises(SystemExit, match="demo.yaml"):
+    with pytest.raises(ConfigNotFoundError, match="demo.yaml"):
         resolve_config_args(["fit", "--config", "no-such-config.yaml"])
 
 
@@ -113,3 +113,10 @@ def test_the_console_script_runs_from_another_directory(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "fast_dev_run" in result.stderr + result.stdout
+
+
+def test_vapl_commands_passing_their_arguments_get_no_warning_about_it(monkeypatch, recwarn):
+    # vapl fit-test ARGS: sys.argv holds the command line, build_cli gets the resolved ARGS
+    monkeypatch.setattr(sys, "argv", ["vapl", "fit-test", "--config", "demo.yaml"])
+    build_cli(["--config", "demo.yaml", *FAST], run=False)
+    assert not [w for w in recwarn if "args parameter" in str(w.message)]

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.base import EpochSeededSampler
-from datamodules.synthetic import SyntheticDataModule
 from vapl.methods import VAPL, Baseline
 from vapl.results.runs import collect_runs
 from vapl.training.callbacks import RankConsistencyCheck
+from vapl.training.tiny import tiny_data, tiny_method, tiny_trainer
 from vapl.training.wandb_records import read_wandb_run
 
 TOLERANCE = 1e-4  # float sums in another order, amplified by a few Adam steps
@@ -60,31 +60,26 @@ def _fit(
     max_epochs: int = 2,
     ckpt_path: str | None = None,
     checkpoint_dir: Path | None = None,
+    phases: dict | None = None,
 ) -> list[dict]:
-    """Fit on tiny demo data; return every process's final weights and metrics."""
+    """Fit on tiny demo data; return every process's final weights and metrics. VAPL alternates
+    F and G epochs (``max_epochs`` of each, one by one) unless ``phases`` says otherwise."""
     folder.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
-    common = dict(num_classes=2, in_channels=1, backbone="tiny_gn", lr=1e-2)
     if method == "vapl":
-        model = VAPL(**common, n_masks=8, chunk_size=16, f_steps=1, g_steps=2)
+        phases = phases or dict(f_epochs=1, g_epochs=1)
+        model = tiny_method(VAPL, backbone="tiny_gn", lr=1e-2, **phases)
     else:
-        model = Baseline(**common)
-    data = SyntheticDataModule(
-        n_train=32, n_val=16, n_test=16, image_size=16, batch_size=batch_size
-    )
+        model = tiny_method(Baseline, backbone="tiny_gn", lr=1e-2)
+    data = tiny_data(n_train=32, n_val=16, batch_size=batch_size)
     callbacks = [SaveRankState(str(folder)), RankConsistencyCheck()]
     if checkpoint_dir is not None:
         callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0))
-    trainer = Trainer(
-        accelerator="cpu",
+    trainer = tiny_trainer(
         devices=devices,
         strategy=strategy,
         max_epochs=max_epochs,
-        logger=False,
         enable_checkpointing=checkpoint_dir is not None,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         callbacks=callbacks,
     )
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
@@ -136,7 +131,10 @@ def test_the_sampler_splits_each_global_batch_across_processes():
 
 @pytest.mark.parametrize("method", ["vapl", "baseline"])
 @pytest.mark.parametrize("strategy", [FORK, pytest.param(SPAWN, marks=pytest.mark.slow)])
-def test_two_processes_end_like_one_process_with_the_same_global_batch(tmp_path, strategy, method):
+def test_two_processes_end_like_one_process_with_the_same_global_batch(
+    tmp_path, monkeypatch, strategy, method
+):
+    monkeypatch.chdir(tmp_path)
     single = _fit(tmp_path / "one", 1, "auto", batch_size=16, method=method)[0]
     ranks = _fit(tmp_path / "two", 2, strategy, batch_size=8, method=method)
     _assert_same_as_one_process(ranks, single)
@@ -148,13 +146,20 @@ def test_two_processes_end_like_one_process_with_the_same_global_batch(tmp_path,
     # the comparison can fail: one process with the per-process batch ends elsewhere
     other = _fit(tmp_path / "half", 1, "auto", batch_size=8, method=method)[0]
     assert _max_difference(other["state"], single["state"]) > DIFFERENT
+    # without a logger the consistency check writes nothing, least of all into the current folder
+    assert not list(tmp_path.rglob("rank_consistency.json"))
 
 
 def test_a_ddp_run_resumed_mid_cycle_ends_like_an_uninterrupted_one(tmp_path):
     # 32 samples, global batch 16: 2 batches an epoch; a cycle is 1 F + 2 G batches, so epoch 1
-    # ends in the middle of a G phase.
-    uninterrupted = _fit(tmp_path / "full", 2, FORK, batch_size=8, max_epochs=3)
-    _fit(tmp_path / "first", 2, FORK, batch_size=8, max_epochs=1, checkpoint_dir=tmp_path / "ckpt")
+    # ends in the middle of a G phase (batch phases: the budget of 1 epoch of network updates runs
+    # 3 trainer epochs, whose batches follow the same cycle as the 3-epoch run's first 6).
+    batches = dict(phase_unit="batch", f_steps=1, g_steps=2)
+    uninterrupted = _fit(tmp_path / "full", 2, FORK, batch_size=8, max_epochs=3, phases=batches)
+    _fit(
+        tmp_path / "first", 2, FORK, batch_size=8, max_epochs=1,
+        checkpoint_dir=tmp_path / "ckpt", phases=batches,
+    )  # fmt: skip
     resumed = _fit(
         tmp_path / "resumed",
         2,
@@ -162,6 +167,7 @@ def test_a_ddp_run_resumed_mid_cycle_ends_like_an_uninterrupted_one(tmp_path):
         batch_size=8,
         max_epochs=3,
         ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+        phases=batches,
     )
     for a, b in zip(resumed, uninterrupted):
         assert _max_difference(a["state"], b["state"]) < TOLERANCE
@@ -175,8 +181,8 @@ CLI_ARGS = [
     "demo.yaml",
     "--model.init_args.backbone=tiny_gn",
     "--model.init_args.n_masks=8",
-    "--model.init_args.f_steps=1",
-    "--model.init_args.g_steps=2",
+    "--model.init_args.f_epochs=1",
+    "--model.init_args.g_epochs=1",
     "--data.init_args.n_train=32",
     "--data.init_args.n_val=16",
     "--data.init_args.n_test=16",

@@ -8,7 +8,13 @@ import pytest
 
 from vapl.training.cli import build_cli
 from vapl.training.loggers import WandbRunLogger, has_api_key, resolve_mode
-from vapl.training.run_names import RunIdentity, dataset_name, identity_from_config, method_name
+from vapl.training.run_names import (
+    VAPL_VARIANTS,
+    RunIdentity,
+    dataset_name,
+    identity_from_config,
+    method_name,
+)
 
 
 @pytest.mark.parametrize(
@@ -26,9 +32,30 @@ def test_vapl_ablations_are_named_after_the_flags_they_turn_off(flags, expected)
     assert method_name("vapl.methods.VAPL", {"n_masks": 8, **flags}) == expected
 
 
+def test_vapl_variants_carry_their_options_and_defaults_match_the_signature():
+    import inspect
+
+    from vapl.methods import VAPL
+
+    signature = inspect.signature(VAPL.__init__).parameters
+    for option, default in VAPL_VARIANTS.items():
+        assert signature[option].default == default, option
+    path = "vapl.methods.VAPL"
+    assert method_name(path, {"normalization": "total_weight", "loss_reduction": "sum"}) == "VAPL"
+    assert method_name(path, {"normalization": "max"}) == "VAPL[normalization=max]"
+    assert (
+        method_name(path, {"use_refinement": False, "unrefined_attention": "keep_undecided"})
+        == "VAPL-1[unrefined_attention=keep_undecided]"
+    )
+    assert method_name(path, {"unrefined_attention": "keep_undecided"}) == "VAPL"  # unused
+    both = method_name(path, {"use_param_loss": False, "g_activ_loss": True, "phase_unit": "batch"})
+    assert both == "VAPL-2[phase_unit=batch,g_activ_loss=true]"
+    assert RunIdentity("VAPL-1[unrefined_attention=keep_undecided]", "x", 0).is_ablation
+
+
 def test_other_methods_and_datasets_are_named_after_their_class():
     assert method_name("vapl.methods.Baseline", {"lr": 1.0}) == "Baseline"
-    assert dataset_name("datamodules.SyntheticDataModule") == "synthetic"
+    assert dataset_name("datamodules.SyntheticDataModule") == "demo"
     assert dataset_name("datamodules.FolderDataModule", {"root": "/data/lung_ct/"}) == (
         "folder-lung_ct"
     )
@@ -39,8 +66,8 @@ def test_other_methods_and_datasets_are_named_after_their_class():
             "data": {"class_path": "datamodules.SyntheticDataModule", "init_args": {}},
         }
     )
-    assert identity == RunIdentity("VAPL-4", "synthetic", 3)
-    assert identity.name == "VAPL-4_synthetic_seed3"
+    assert identity == RunIdentity("VAPL-4", "demo", 3)
+    assert identity.name == "VAPL-4_demo_seed3"
     assert identity.tags == ["VAPL-4", "VAPL", "ablation"]
 
 
@@ -62,14 +89,13 @@ def test_the_wandb_overlay_names_the_run_groups_it_and_adds_the_dashboard(tmp_pa
     csv_logger, wandb_logger = cli.trainer.loggers
     assert isinstance(wandb_logger, WandbRunLogger)
     settings = wandb_logger._wandb_init
-    assert settings["name"] == "VAPL-3_synthetic_seed7"
-    assert settings["group"] == "synthetic"
-    assert settings["tags"] == ["VAPL-3", "VAPL", "ablation", "synthetic"]
+    assert settings["name"] == "VAPL-3_demo_seed7"
+    assert settings["group"] == "demo"
+    assert settings["tags"] == ["VAPL-3", "VAPL", "ablation", "demo"]
     assert settings["mode"] == "offline"
+    assert "anonymous" not in settings  # W&B warns that the setting has no effect
     assert wandb_logger._experiment is None  # nothing started yet
-    assert csv_logger.log_dir.endswith(
-        os.path.join("synthetic", "VAPL-3_synthetic_seed7", "version_0")
-    )
+    assert csv_logger.log_dir.endswith(os.path.join("demo", "VAPL-3_demo_seed7", "version_0"))
     assert [type(c).__name__ for c in cli.trainer.callbacks].count("WandbDashboard") == 1
 
 
@@ -77,7 +103,10 @@ def test_a_config_without_wandb_gets_no_dashboard(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = build_cli(["--config", "demo.yaml"], run=False)
     assert "WandbDashboard" not in [type(c).__name__ for c in cli.trainer.callbacks]
-    assert cli.trainer.loggers[0].name == "lightning_logs"  # demo.yaml's CSV log is left alone
+    # demo.yaml's CSV log is named after the run: runs/demo/VAPL_demo_seed0/version_N
+    assert cli.trainer.loggers[0].log_dir.endswith(
+        os.path.join("demo", "VAPL_demo_seed0", "version_0")
+    )
 
 
 def test_mode_is_offline_unless_logged_in_or_set(tmp_path):

@@ -19,7 +19,9 @@ TINY = [
     "--data.init_args.image_size=16",
     "--data.init_args.batch_size=8",
     "--model.init_args.n_masks=8",
-    "--trainer.max_epochs=2",
+    "--model.init_args.f_epochs=1",
+    "--model.init_args.g_epochs=1",
+    "--trainer.max_epochs=1",  # one F epoch, then one G epoch: the trainer runs 2
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]
@@ -47,7 +49,7 @@ def test_an_offline_run_writes_config_summary_table_and_panel(offline_wandb):
     assert folder.name.startswith("offline-run-")
     run = read_wandb_run(folder)
     assert run.finished
-    assert (run.name, run.group) == ("VAPL_synthetic_seed0", "synthetic")
+    assert (run.name, run.group) == ("VAPL_demo_seed0", "demo")
     assert "VAPL" in run.tags
     # the full resolved config, and the identity used to group runs
     config = run.config["config"]
@@ -56,9 +58,9 @@ def test_an_offline_run_writes_config_summary_table_and_panel(offline_wandb):
     assert config["data"]["init_args"]["image_size"] == 16
     assert run.config["vapl"] == {
         "method": "VAPL",
-        "dataset": "synthetic",
+        "dataset": "demo",
         "seed": 0,
-        "name": "VAPL_synthetic_seed0",
+        "name": "VAPL_demo_seed0",
     }
     # summary: the shared metric keys, the best validation scores, the test metrics
     summary = run.scalars()
@@ -74,8 +76,8 @@ def test_an_offline_run_writes_config_summary_table_and_panel(offline_wandb):
     rows = json.loads(table.read_text())
     assert rows["columns"] == ["method", "dataset", "head", "acc", "precision", "recall", "f1"]
     assert [r[:3] for r in rows["data"]] == [
-        ["VAPL", "synthetic", "prompted"],
-        ["VAPL", "synthetic", "unprompted"],
+        ["VAPL", "demo", "prompted"],
+        ["VAPL", "demo", "unprompted"],
     ]
     assert rows["data"][0][3] == pytest.approx(results["test/prompted/acc"])
     # the image panel: 4 fixed validation samples after epoch 2 (every 2 epochs)
@@ -87,12 +89,11 @@ def test_an_offline_run_writes_config_summary_table_and_panel(offline_wandb):
     from PIL import Image
 
     width, height = Image.open(strips[0]).size
-    # image, prompt, refined prompt, Grad-CAM prompted and unprompted: 5 tiles of 96 px + gaps
-    assert (width, height) == (5 * 96 + 4 * 2, 96)
+    # one panel figure per sample (vapl.core.figures): a row of 5 titled columns (image, prompt,
+    # refined prompt, Grad-CAM prompted and unprompted) over a key row
+    assert width > 3 * height > 300
     # the CSV log of the same run is there too
-    assert list(
-        (offline_wandb / "runs" / "synthetic" / "VAPL_synthetic_seed0").rglob("metrics.csv")
-    )
+    assert list((offline_wandb / "runs" / "demo" / "VAPL_demo_seed0").rglob("metrics.csv"))
 
 
 def test_best_scores_take_the_maximum_and_for_losses_the_minimum():

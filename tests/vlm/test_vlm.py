@@ -17,7 +17,7 @@ from datamodules.synthetic import make_synthetic_split
 from datamodules.transforms import JointRandomFlip
 from vapl.core.losses import attention_kl_loss
 from vapl.core.prompts import map_to_prompt
-from vapl.core.saliency import normalize_cam
+from vapl.core.saliency import feature_map_and_logits, grad_cam_from_features, normalize_cam
 from vapl.methods import LearningToLook
 from vapl.methods.learning_to_look import loss_weights
 from vapl.training.cli import build_cli
@@ -101,10 +101,35 @@ def test_lambda_schedules():
     assert loss_weights(1, 0.5, warmup_phase="attention", **reference) == (0.0, 0.5)
     assert loss_weights(2, 0.5, **reference) == (1.0, 0.5)
     assert loss_weights(5, 0.5, **reference)[1] == pytest.approx(0.8)
+    # the reference's growth by default: kl_lambda / 10 per epoch after the attention epoch; its
+    # run (kl_lambda 160, attention epoch 11) has lambda 160 + 16 * 9 = 304 at epoch 20
+    assert loss_weights(20, 160.0, "reference", warmup_epochs=11) == (1.0, pytest.approx(304.0))
+    assert loss_weights(11, 160.0, "reference", warmup_epochs=11) == (1.0, 160.0)
+    assert loss_weights(10, 160.0, "reference", warmup_epochs=11) == (1.0, 0.0)
+    fixed = loss_weights(20, 160.0, "reference", warmup_epochs=11, growth=0.1)  # ours before
+    assert fixed == (1.0, pytest.approx(160.9))
     with pytest.raises(ValueError, match="schedule"):
         loss_weights(0, 1.0, schedule="cosine")
     with pytest.raises(ValueError, match="warmup phase"):
         LearningToLook(backbone="tiny", in_channels=1, warmup_phase="both")
+
+
+def test_learning_to_look_trains_on_the_references_relu_then_min_max_cam():
+    torch.manual_seed(0)
+    model = LearningToLook(backbone="tiny", in_channels=1, num_classes=2)
+    assert model.hparams.cam_normalization == "relu_minmax"
+    assert model.hparams.lambda_growth is None
+    images, labels = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 0, 1])
+    feature_map, logits = feature_map_and_logits(model.model, images)
+    rows = torch.arange(4)
+    cam = model.training_cam(feature_map, logits, labels, rows)
+    raw = grad_cam_from_features(feature_map, logits, labels)
+    assert bool((raw < 0).any())  # the ReLU has something to do
+    flat = torch.relu(raw).flatten(1)
+    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    torch.testing.assert_close(cam.flatten(1), (flat - low) / (high - low + 1e-8))
+    ours = LearningToLook(backbone="tiny", in_channels=1, cam_normalization="minmax")
+    assert ours.hparams.cam_normalization == "minmax"
 
 
 # ----- post-processing and prompts --------------------------------------------------------------

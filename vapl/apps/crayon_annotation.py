@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from datamodules.transforms import JointRandomFlip
 from vapl.core.backbones import Classifier
 from vapl.core.figures import gray_image
+from vapl.core.progress import progress
 from vapl.core.saliency import feature_stride, grad_cam_from_features, upsample_cam
 from vapl.core.yesno import (
     MAYBE,
@@ -50,6 +50,7 @@ from vapl.core.yesno import (
     write_answers,
 )
 from vapl.methods.crayon import MAPS_FILE, load_classifier_state
+from vapl.training.help import plain_text
 
 ANSWERS_FILE = "answers.csv"
 TEMPLATE_FILE = "answers_template.csv"
@@ -113,7 +114,7 @@ def export(
 
     ids: list[str] = []
     labels, maps, explanations, peaks, cells = [], [], [], [], []
-    for batch in tqdm(loader, desc="Grad-CAMs and concepts"):
+    for batch in progress(loader, desc="Grad-CAMs and concepts"):
         stored, feature_map = label_grad_cams(classifier, batch["image"], batch["label"])
         maps.append(stored)
         values, where = peak_cells(feature_map)
@@ -166,12 +167,12 @@ def _write_pictures(folder: Path, dataset, export_data: dict) -> None:
     with (folder / "images.csv").open("w", newline="") as handle:
         index = csv.writer(handle)
         index.writerow(("file", "id", "label"))
-        for row, key in enumerate(tqdm(export_data["ids"], desc="Grad-CAM pictures")):
+        for row, key in enumerate(progress(export_data["ids"], desc="Grad-CAM pictures")):
             name = f"{row:05d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', key)[-60:]}.png"
             _overlay(dataset[row]["image"], export_data["maps"][row]).save(folder / "images" / name)
             index.writerow((f"images/{name}", key, int(export_data["labels"][row])))
     boxes, images = export_data["concept_boxes"], export_data["concept_images"]
-    for neuron in tqdm(range(len(boxes)), desc="concept pictures"):
+    for neuron in progress(range(len(boxes)), desc="concept pictures"):
         patches = []
         for index, (top, left, bottom, right) in zip(images[neuron], boxes[neuron].tolist()):
             patches.append(gray_image(dataset[int(index)]["image"])[top:bottom, left:right])
@@ -234,7 +235,9 @@ def answer(
 
 def main(args: Sequence[str] | None = None) -> None:
     """``vapl crayon export ...`` / ``vapl crayon answer ...`` (``-h`` for the options)."""
-    parser = argparse.ArgumentParser(prog="vapl crayon", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="vapl crayon", description=plain_text(__doc__.split("\n")[0])
+    )
     stages = parser.add_subparsers(dest="stage", required=True)
     ex = stages.add_parser("export", help="stage 1: Grad-CAMs and neuron concepts to judge")
     ex.add_argument("--checkpoint", required=True, help="the original (Baseline) model")

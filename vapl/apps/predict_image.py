@@ -48,10 +48,11 @@ from vapl.apps.model_files import (  # noqa: F401  (load_method is this module's
     takes_prompts,
 )
 from vapl.apps.scan_io import read_scan, read_scan_info, write_dicom
-from vapl.core.figures import grad_cam_maps, panel_networks, sample_tiles, save_panel_figure
+from vapl.core.figures import PanelRow, grad_cam_maps, panel_networks, save_panel_figure
 from vapl.core.prompt_files import EmptyPromptWarning, read_prompt
 from vapl.core.prompts import empty_prompt, resize_prompt
 from vapl.methods.base import MethodModule
+from vapl.training.help import PlainDescriptionFormatter
 
 #: Where ``--demo-case`` writes when no folder is given (``runs/`` is git-ignored).
 DEMO_CASE_FOLDER = Path("runs") / "demo_case"
@@ -126,7 +127,7 @@ class PromptedPrediction:
         }
 
     def save_figure(self, path: str | Path) -> Path:
-        tiles = sample_tiles(self.image, self.prompt, self.refined_prompt, self.cams)
+        row = PanelRow(self.image, self.prompt, self.refined_prompt, self.cams)
         parts = []
         for name, probs in (
             ("with prompt", self.prompted_probs),
@@ -135,7 +136,7 @@ class PromptedPrediction:
             if probs is not None:
                 index = int(probs.argmax())
                 parts.append(f"{name}: {self.class_names[index]} ({float(probs[index]):.2f})")
-        return save_panel_figure(path, [tiles], title=" | ".join(parts))
+        return save_panel_figure(path, [row], title=" | ".join(parts))
 
 
 def predict_image(
@@ -290,7 +291,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vapl predict-image",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=PlainDescriptionFormatter,
     )
     parser.add_argument("--checkpoint", help="a checkpoint written by vapl fit / fit-test")
     parser.add_argument("--image", help="DICOM, NIfTI, PNG, JPEG or NPY image")

@@ -1,6 +1,7 @@
 """Training losses. Plain torch, no Lightning import.
 
-VAPL's co-training terms (eq. 5 to 7) live here; the attention losses of the baselines join them.
+VAPL's co-training terms (L_Param, eq. 4; L_Activ, eq. 5) live here; the attention losses of the
+baselines join them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from torch import nn
 
 from vapl.core.prompts import INDISPENSABLE, PRECLUDED
 
+#: How the batch-dependent terms of VAPL's objective (the cross-entropy of eq. 6 and L_Activ) are
+#: reduced over the batch: ``sum`` (the paper) or ``mean``.
+REDUCTIONS = ("sum", "mean")
+
 
 def parameter_distance(
     model_a: nn.Module, model_b: nn.Module, layer_types: tuple[type[nn.Module], ...] = (nn.Conv2d,)
 ) -> torch.Tensor:
-    """Eq. 6, ``L_Param``: the sum over conv layers of ``||W_a - W_b||_F^2`` (a sum, not a mean).
+    """Eq. 4, ``L_Param``: the sum over conv layers of ``||W_a - W_b||_F^2`` (a sum, not a mean).
 
     The two models must have the same architecture; layers are paired by name.
     """
@@ -36,13 +41,15 @@ def parameter_distance(
     return total
 
 
-def activation_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
-    """Eq. 7, ``L_Activ``: ``||S_a - S_b||^2`` summed over feature dimensions, averaged over the batch.
-
-    The per-sample squared norm is the paper's sum; the batch mean keeps it independent of the
-    batch size.
-    """
-    return (features_a - features_b).pow(2).flatten(1).sum(dim=1).mean()
+def activation_distance(
+    features_a: torch.Tensor, features_b: torch.Tensor, reduction: str = "sum"
+) -> torch.Tensor:
+    """Eq. 5, ``L_Activ``: ``||S_a - S_b||^2``, the squared norm summed over feature dimensions
+    and, like eq. 6's cross-entropy, over the batch (``reduction="mean"``: averaged over it)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    per_sample = (features_a - features_b).pow(2).flatten(1).sum(dim=1)
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
 
 # ----- attention losses of the CAM-guided baselines (RES, Gao et al., KDD 2022) ---------------

@@ -1,4 +1,4 @@
-"""The perturbed masks ``M_i`` of eq. 1 and 3, drawn block by block from seeded generators.
+"""The perturbed masks ``M_i`` of eq. 1 and 3, drawn block by block from seeded random words.
 
 A mask is the prompt ``D`` with its undecided pixels switched on or off:
 ``M_i = 1[D = indispensable] + 1[D = undecided] * R_i``, where ``R_i`` is the *draw*, a binary
@@ -6,9 +6,12 @@ field of the image's size that does not depend on the prompt. Everything fast in
 :mod:`vapl.core.refine` rests on that split: a draw is generated once per seed and serves every sample
 that uses the seed, and ``sum_i w_i M_i`` becomes one matrix product with the draws.
 
-Draws come in blocks of :data:`MASK_BLOCK` masks, block ``b`` of seed ``s`` from a generator
-seeded by ``(s, b)``, so a sample's masks depend on its seed only, never on the chunk size, the
-batch or the order in which they are asked for.
+Draws come in blocks of :data:`MASK_BLOCK` masks, block ``b`` of seed ``s`` from the random words
+of :func:`random_words` keyed by ``(s, b)``, so a sample's masks depend on its seed only, never on
+the chunk size, the batch or the order in which they are asked for, nor on the device: the words
+are a counter-based hash (SplitMix64) computed with exact integer arithmetic, so CPU and CUDA draw
+the same masks from the same seed (torch's own generators do not: CUDA's is Philox, the CPU's
+Mersenne Twister).
 
 Two samplers:
 
@@ -30,16 +33,52 @@ import torch
 
 from vapl.core.prompts import INDISPENSABLE, UNDECIDED
 
-#: Masks are drawn in blocks of this many, each block from its own seeded generator, so the masks
+#: Masks are drawn in blocks of this many, each block from its own key, so the masks
 #: of a sample do not depend on the chunk size used to score them.
 MASK_BLOCK = 16
 
 #: The i.i.d. sampler's resolution of ``p``: a pixel's draw is 16 random bits.
 P_STEPS = 2**16
 
+_MASK64 = (1 << 64) - 1
+
+
+def _int64(value: int) -> int:
+    """An unsigned 64-bit constant as the signed int64 with the same bits."""
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+#: SplitMix64's constants (Steele, Lea and Flood, 2014), as signed int64.
+_GOLDEN = _int64(0x9E3779B97F4A7C15)
+_MIX1 = _int64(0xBF58476D1CE4E5B9)
+_MIX2 = _int64(0x94D049BB133111EB)
+
+
+def _xor_shift_right(words: torch.Tensor, shift: int) -> torch.Tensor:
+    """``words ^= words >>> shift`` in place (a logical shift, on int64)."""
+    return words.bitwise_xor_(
+        words.bitwise_right_shift(shift).bitwise_and_((1 << (64 - shift)) - 1)
+    )
+
+
+def random_words(key: int, count: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``count`` random 64-bit words (int64) for ``key``: word ``j`` is SplitMix64's output for the
+    state ``key + (j + 1) * 0x9E3779B97F4A7C15`` (mod 2^64).
+
+    Every operation is exact integer arithmetic modulo 2^64 (wrapping multiplication, logical
+    shifts), so the words are the same on every device and in every torch build: the same seed
+    draws the same masks on CPU and on CUDA.
+    """
+    words = torch.arange(1, count + 1, dtype=torch.int64, device=device)
+    words.mul_(_GOLDEN).add_(_int64(key))
+    _xor_shift_right(words, 30).mul_(_MIX1)
+    _xor_shift_right(words, 27).mul_(_MIX2)
+    return _xor_shift_right(words, 31)
+
 
 def block_seed(seed: int, index: int) -> int:
-    """The generator seed of block ``index`` of the masks drawn with ``seed``."""
+    """The key of block ``index`` of the masks drawn with ``seed`` (:func:`random_words`)."""
     return (int(seed) + 104_729 * index) % (2**63 - 1)
 
 
@@ -163,12 +202,12 @@ class DrawStream:
         start = index * MASK_BLOCK
         return start, min(start + MASK_BLOCK, self.sampler.n_masks)
 
-    def _random_bits(self, count: int, bits: int, generator: torch.Generator) -> torch.Tensor:
-        """``count`` cell fields of random ``bits``-bit integers (16 or 32, signed view)."""
+    def _random_bits(self, count: int, bits: int, key: int) -> torch.Tensor:
+        """``count`` cell fields of random ``bits``-bit integers (16 or 32, signed view): the
+        little-endian slices of :func:`random_words` of ``key``."""
         lanes = 64 // bits
         size = count * self.cells[0] * self.cells[1]
-        words = torch.empty(-(-size // lanes), dtype=torch.int64, device=self.device)
-        words.random_(-(2**63), None, generator=generator)  # all 64 bits random
+        words = random_words(key, -(-size // lanes), self.device)
         dtype = torch.int16 if bits == 16 else torch.int32
         return words.view(dtype)[:size].view(count, *self.cells)
 
@@ -176,15 +215,14 @@ class DrawStream:
         """Write block ``index``'s cell draws into ``out`` [count, *cells] (float, 0 or 1)."""
         sampler = self.sampler
         start, _ = self._block_range(index)
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(block_seed(self.seed, index))
+        key = block_seed(self.seed, index)
         if not sampler.balanced and sampler.threshold == P_STEPS:
             return out.fill_(1.0)  # p = 1
         if not sampler.balanced:
             # Signed 16-bit values are uniform on [-32768, 32768): on for the lowest `threshold`.
-            bits = self._random_bits(len(out), 16, generator)
+            bits = self._random_bits(len(out), 16, key)
             return torch.lt(bits, sampler.threshold - P_STEPS // 2, out=out)
-        bits = self._random_bits(len(out), 32, generator).to(torch.int64) & 0xFFFFFFFF
+        bits = self._random_bits(len(out), 32, key).to(torch.int64) & 0xFFFFFFFF
         remaining = torch.arange(
             sampler.n_masks - start, sampler.n_masks - start - len(out), -1, device=self.device
         )

@@ -13,7 +13,9 @@ Plain torch, no Lightning import. The pieces:
   with a backward pass that draws the masks again instead of storing them: memory does not grow
   with N.
 * :class:`MonotoneWeight` is g: positive weights, no biases, sigma(0) = 0.
-* :class:`PromptRefiner` puts them together and scales the result (see :func:`normalise_attention`).
+* :func:`normalise_attention` scales the result: ``paper`` leaves eq. 3 as it is, ``total_weight``
+  divides by what an always-on pixel gets, ``max`` by the per-sample maximum.
+* :class:`PromptRefiner` puts them together.
 """
 
 from __future__ import annotations
@@ -33,10 +35,20 @@ __all__ = [
     "MonotoneWeight",
     "PromptRefiner",
     "aggregate",
+    "NORMALIZATIONS",
+    "expected_attention",
     "normalise_attention",
     "sample_seed",
     "score_masks",
 ]
+
+
+#: How eq. 3's ``A`` is scaled before it multiplies the image (docs/method.md):
+#: ``paper``: as eq. 3 gives it, ``1 / (N p) sum_i g(s_i) M_i`` (g's scale matters);
+#: ``total_weight``: divided by ``sum_i g(s_i) / (N p)``, the value of a pixel on in every mask
+#: (scale-free, continuous in the prompt); ``max``: divided by the per-sample maximum (ours before;
+#: scale-free, but it jumps when a prompt has no indispensable pixel).
+NORMALIZATIONS = ("paper", "total_weight", "max")
 
 
 def sample_seed(seed: int, epoch: int, sample_id: str) -> int:
@@ -242,15 +254,52 @@ def aggregate(
     return total / sampler.normaliser
 
 
-def normalise_attention(attention: torch.Tensor) -> torch.Tensor:
-    """Scale a refined prompt to [0, 1] by its per-sample maximum (our choice, see docs/method.md).
+def normalise_attention(
+    attention: torch.Tensor,
+    weights: torch.Tensor,
+    normaliser: float,
+    mode: str = "total_weight",
+) -> torch.Tensor:
+    """Scale eq. 3's ``A`` [B, H, W] (already divided by ``normaliser``, i.e. ``N p``) by ``mode``.
 
-    Every indispensable pixel is on in every mask, so it holds the maximum of eq. 3 and becomes 1;
-    precluded pixels stay 0; an undecided pixel becomes the share of the total weight carried by
-    the masks that keep it.
+    * ``paper``: unchanged. An indispensable pixel gets ``sum_i g(s_i) / (N p)`` (about
+      ``mean g / p``), an unimportant undecided pixel about ``mean g``: the scale of g, which
+      ``L_Agg`` anchors, is the scale of the image f_m sees.
+    * ``total_weight``: divided by ``sum_i g(s_i) / (N p)`` (``weights`` [B, N]), the value of a
+      pixel that is on in every mask. Indispensable pixels are exactly 1, precluded 0, an
+      undecided pixel the share of the total weight carried by the masks that keep it (about
+      ``p`` when it does not matter), whether or not the prompt has an indispensable pixel.
+    * ``max``: divided by the per-sample maximum. The same as ``total_weight`` when the prompt
+      has an indispensable pixel; without one the largest undecided pixel becomes 1 and the
+      others follow (around 0.8 on average instead of about ``p``).
     """
-    peak = attention.flatten(1).amax(dim=1).clamp_min(1e-12)
-    return attention / peak.view(-1, *([1] * (attention.ndim - 1)))
+    if mode == "paper":
+        return attention
+    shape = (-1, *([1] * (attention.ndim - 1)))
+    if mode == "total_weight":
+        always_on = (weights.sum(dim=1) / normaliser).clamp_min(1e-12)
+        return attention / always_on.view(shape)
+    if mode == "max":
+        peak = attention.flatten(1).amax(dim=1).clamp_min(1e-12)
+        return attention / peak.view(shape)
+    raise ValueError(f"unknown normalization {mode!r}; choose one of {NORMALIZATIONS}")
+
+
+def expected_attention(
+    prompts: torch.Tensor, sampler: MaskSampler, mode: str = "total_weight"
+) -> torch.Tensor:
+    """Eq. 3 with equal weights ``g(s_i) = 1`` and each mask replaced by its expectation, scaled by
+    ``mode``: what the refinement gives when the scores carry no information, without mask noise.
+
+    An undecided pixel is on in ``N p`` masks on average (exactly ``k`` for balanced masks, what eq. 3
+    divides by), so ``A = 1[D = indispensable] N / (N p) + 1[D = undecided]``, then scaled as
+    :func:`normalise_attention` does (``total_weight``: indispensable 1, undecided ``p``).
+    """
+    indispensable, undecided = MaskSampler.split_prompt(prompts)
+    n_masks, normaliser = sampler.n_masks, sampler.normaliser
+    attention = indispensable * (n_masks / normaliser) + undecided
+    weights = torch.ones((len(prompts), n_masks), dtype=attention.dtype, device=attention.device)
+    return normalise_attention(attention, weights, normaliser, mode)
 
 
 class MonotoneWeight(nn.Module):
@@ -292,7 +341,8 @@ class MonotoneWeight(nn.Module):
 
 
 class PromptRefiner(nn.Module):
-    """Turns prompts into refined prompts ``A`` in [0, 1] (eq. 3, or eq. 1 with ``weight_fn=None``).
+    """Turns prompts into refined prompts ``A`` (eq. 3, or eq. 1 with ``weight_fn=None``), scaled by
+    ``normalization`` (:func:`normalise_attention`; in [0, 1] unless ``paper``).
 
     Holds g (when learned) and the mask sampler; the prompted model is passed in at each call.
     ``balanced=True`` draws balanced masks (see :mod:`vapl.core.masks`); ``autocast=True`` scores under
@@ -310,9 +360,15 @@ class PromptRefiner(nn.Module):
         balanced: bool = False,
         autocast: bool = False,
         channels_last: bool = True,
+        normalization: str = "total_weight",
     ) -> None:
         super().__init__()
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}"
+            )
         self.sampler = MaskSampler(n_masks, p, cell_size, balanced)
+        self.normalization = normalization
         self.chunk_size = chunk_size
         self.weight_fn = weight_fn
         self.autocast = autocast
@@ -354,9 +410,10 @@ class PromptRefiner(nn.Module):
     def refine_from_scores(
         self, scores: torch.Tensor, prompts: torch.Tensor, seeds: Sequence[int]
     ) -> torch.Tensor:
-        """Refined prompts [B, H, W] in [0, 1] from target-class scores [B, N]."""
-        attention = aggregate(self.weights(scores), prompts, seeds, self.sampler, self.chunk_size)
-        return normalise_attention(attention)
+        """Refined prompts [B, H, W] from target-class scores [B, N] (eq. 3, then scaled)."""
+        weights = self.weights(scores)
+        attention = aggregate(weights, prompts, seeds, self.sampler, self.chunk_size)
+        return normalise_attention(attention, weights, self.sampler.normaliser, self.normalization)
 
     def forward(
         self,

@@ -23,7 +23,9 @@ from torch import nn
 from vapl.core.backbones import Classifier
 
 CAM_METHODS = ("gradcam", "cam")
-NORMALIZATIONS = ("minmax", "relu")
+NORMALIZATIONS = ("minmax", "relu", "relu_minmax")
+#: Each normalisation's epsilon in the denominator: Learning to Look's code uses 1e-8.
+_EPS = {"minmax": 1e-6, "relu": 1e-6, "relu_minmax": 1e-8}
 
 
 def body_index(model: Classifier, layer: int) -> int:
@@ -130,19 +132,25 @@ def class_activation_map(
     return cam_from_features(feature_map, model.fc.weight, targets), logits
 
 
-def normalize_cam(cam: torch.Tensor, mode: str = "minmax", eps: float = 1e-6) -> torch.Tensor:
+def normalize_cam(
+    cam: torch.Tensor, mode: str = "minmax", eps: float | None = None
+) -> torch.Tensor:
     """Scale each map of [B, h, w] into [0, 1).
 
     ``minmax``: ``(cam - min) / (max(cam - min) + eps)``, what GRADIA and RES train with.
     ``relu``: ``relu(cam) / (max(relu(cam)) + eps)``, the usual Grad-CAM for display.
+    ``relu_minmax``: ``relu`` first, then ``minmax`` on the result, what Learning to Look's
+    reference code trains with (``scripts/run_guided_CNN.py``, with ``eps = 1e-8``).
+    ``eps``: ``None`` takes the mode's own (1e-6; 1e-8 for ``relu_minmax``).
     """
-    flat = cam.flatten(1)
-    if mode == "minmax":
-        flat = flat - flat.min(dim=1, keepdim=True).values
-    elif mode == "relu":
-        flat = torch.relu(flat)
-    else:
+    if mode not in NORMALIZATIONS:
         raise ValueError(f"unknown CAM normalisation {mode!r}; choose one of {NORMALIZATIONS}")
+    eps = _EPS[mode] if eps is None else eps
+    flat = cam.flatten(1)
+    if mode in ("relu", "relu_minmax"):
+        flat = torch.relu(flat)
+    if mode in ("minmax", "relu_minmax"):
+        flat = flat - flat.min(dim=1, keepdim=True).values
     flat = flat / (flat.max(dim=1, keepdim=True).values + eps)
     return flat.view_as(cam)
 

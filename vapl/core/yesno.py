@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vapl.core.errors import UserInputError
+
 YES, NO, MAYBE = 1, 0, -1
 ANSWER_WORDS = {"yes": YES, "no": NO, "maybe": MAYBE}
 WORD_OF = {value: word for word, value in ANSWER_WORDS.items()}
@@ -32,7 +34,7 @@ KINDS = ("image", "neuron")
 CSV_HEADER = ("kind", "key", "answer")
 
 
-class AnswerError(ValueError):
+class AnswerError(UserInputError, ValueError):
     """A malformed answers file; the message names the file and the line."""
 
 

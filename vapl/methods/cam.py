@@ -46,7 +46,7 @@ class CAMGuided(Baseline):
         attention_weight: weight of the attention loss (the reference code adds it with weight 1).
         cam_layer: index of the ``body`` child whose output is the CAM feature map (-1: last stage).
         cam_method: ``gradcam`` or ``cam`` (plain CAM; only on the last stage of a GAP head).
-        cam_normalization: ``minmax`` (the reference's) or ``relu``.
+        cam_normalization: ``minmax`` (the RES reference's), ``relu`` or ``relu_minmax``.
         second_order: take the Grad-CAM gradient with ``create_graph=True``, so the channel weights
             are trained too; ``False`` treats them as constants, as the reference code does.
         **kwargs: the settings every method shares (:class:`~vapl.methods.base.MethodModule`).

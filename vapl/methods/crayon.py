@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from vapl.core.backbones import Classifier
+from vapl.core.errors import MissingPathError
 from vapl.core.saliency import feature_map_and_logits, grad_cam_from_features
 from vapl.core.yesno import (
     MAYBE,
@@ -44,7 +45,7 @@ def load_classifier_state(model: Classifier, path: str | Path) -> None:
     :class:`Classifier` state dict into ``model``; only a pruning mask may be missing."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"init checkpoint {path} does not exist")
+        raise MissingPathError(f"init checkpoint {path} does not exist")
     # A trusted local file: Lightning checkpoints hold more than tensors.
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
@@ -120,7 +121,7 @@ class YesNoGuided(Baseline):
         if self.use_attention:
             maps_path = Path(hp.maps) if hp.maps else Path(hp.answers).parent / MAPS_FILE
             if not maps_path.is_file():
-                raise FileNotFoundError(f"stored Grad-CAMs {maps_path} do not exist (maps=...)")
+                raise MissingPathError(f"stored Grad-CAMs {maps_path} do not exist (maps=...)")
             maps = torch.load(maps_path, map_location="cpu", weights_only=True)
         answers = read_answers(
             hp.answers,

@@ -4,8 +4,9 @@ A vision-language model draws an attention map for every training image from a t
 (:mod:`vapl.vlm.maps`); the classifier's Grad-CAM of the true class is aligned with it:
 
 ``loss = CE(f(I), y) + lambda * KL(P || softmax(cam))`` with ``P`` the map, brought to the CAM's
-resolution by average pooling, as a distribution over cells and ``cam`` the min-max normalised
-Grad-CAM (:func:`vapl.core.losses.attention_kl_loss`). Every training image gets a map; no human
+resolution by average pooling, as a distribution over cells and ``cam`` the Grad-CAM passed through
+a ReLU and then min-max normalised, as the reference code does
+(:func:`vapl.core.losses.attention_kl_loss`). Every training image gets a map; no human
 annotation (``prompt``) is used.
 
 The maps are computed once per training image before the first epoch and cached on disk
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEDULES = ("constant", "reference")
+#: Where the maps come from: a VLM, or the data's ground-truth ``explanation`` (an oracle VLM).
+MAP_SOURCES = ("vlm", "explanation")
 WARMUP_PHASES = ("ce", "attention")
 
 
@@ -43,13 +46,15 @@ def loss_weights(
     schedule: str = "constant",
     warmup_epochs: int = 0,
     warmup_phase: str = "ce",
-    growth: float = 0.1,
+    growth: float | None = None,
 ) -> tuple[float, float]:
     """``(weight of CE, lambda)`` for an epoch (0-based).
 
     ``constant``: ``(1, attention_weight)`` throughout. ``reference``: for ``warmup_epochs`` epochs
     only one term trains (``warmup_phase`` ``ce``: ``(1, 0)``; ``attention``: ``(0,
     attention_weight)``), then ``lambda = attention_weight + growth * (epoch - warmup_epochs)``.
+    ``growth=None`` is the reference code's ``attention_weight / 10`` per epoch (its
+    ``kl_incr = kl_lambda / 10``, added at each epoch after the attention epoch).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown lambda schedule {schedule!r}; choose one of {SCHEDULES}")
@@ -59,6 +64,7 @@ def loss_weights(
         return 1.0, attention_weight
     if epoch < warmup_epochs:
         return (1.0, 0.0) if warmup_phase == "ce" else (0.0, attention_weight)
+    growth = attention_weight / 10 if growth is None else growth
     return 1.0, attention_weight + growth * (epoch - warmup_epochs)
 
 
@@ -90,7 +96,14 @@ class LearningToLook(CAMGuided):
         lambda_schedule: ``constant`` or ``reference`` (:func:`loss_weights`).
         warmup_epochs: epochs in which only one term trains (``reference`` schedule).
         warmup_phase: the term that trains during the warm-up, ``ce`` or ``attention``.
-        lambda_growth: lambda's growth per epoch after the warm-up (``reference`` schedule).
+        lambda_growth: lambda's growth per epoch after the warm-up (``reference`` schedule);
+            ``None``: ``attention_weight / 10``, the reference code's.
+        cam_normalization: how the CAM is scaled before the softmax: ``relu_minmax`` (the
+            reference code's ReLU, then min-max) or :class:`~vapl.methods.cam.CAMGuided`'s
+            ``minmax`` and ``relu``.
+        map_source: ``vlm`` (the paper: maps from the VLM above) or ``explanation``: the batch's
+            ground-truth explanation is the map, an "oracle VLM" (ours, for comparisons where no
+            CLIP weights are at hand; the VLM settings are then unused).
         **kwargs: :class:`~vapl.methods.cam.CAMGuided`'s arguments.
     """
 
@@ -112,10 +125,14 @@ class LearningToLook(CAMGuided):
         lambda_schedule: str = "constant",
         warmup_epochs: int = 0,
         warmup_phase: str = "ce",
-        lambda_growth: float = 0.1,
+        lambda_growth: float | None = None,
+        cam_normalization: str = "relu_minmax",
+        map_source: str = "vlm",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(cam_normalization=cam_normalization, **kwargs)
+        if map_source not in MAP_SOURCES:
+            raise ValueError(f"map_source is one of {MAP_SOURCES}, got {map_source!r}")
         loss_weights(
             0, self.hparams.attention_weight, lambda_schedule, warmup_epochs, warmup_phase
         )  # checks
@@ -149,11 +166,20 @@ class LearningToLook(CAMGuided):
             return Path(data_cache) / "vlm_maps"
         return Path(self.trainer.default_root_dir) / "vlm_maps"
 
+    @property
+    def oracle_maps(self) -> bool:
+        """The maps are the data's explanations (``map_source="explanation"``)."""
+        return self.hparams.get("map_source", "vlm") == "explanation"
+
     def setup(self, stage: str) -> None:
+        if self.oracle_maps:
+            return
         if stage == "fit" and self.map_generator is None:
             self.map_generator = self.build_map_generator()  # a missing weights file fails here
 
     def on_fit_start(self) -> None:
+        if self.oracle_maps:
+            return
         self.map_generator.to(self.device)
         if not self.hparams.map_cache:
             return
@@ -171,6 +197,12 @@ class LearningToLook(CAMGuided):
 
     def attention_maps(self, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
         """``(maps [B, H, W] of the batch's images, how many were computed on the fly)``."""
+        if self.oracle_maps:
+            if batch.get("explanation") is None:
+                raise ValueError(
+                    "map_source='explanation' needs a data set whose samples have an explanation"
+                )
+            return batch["explanation"], 0
         if self.map_generator is None:
             self.map_generator = self.build_map_generator().to(self.device)
         images = batch["image"]

@@ -7,7 +7,8 @@ Reads every finished run under the given folders (CSV logs and W&B run folders, 
   on the test split, as mean ± standard deviation over seeds (in percent; the sample standard
   deviation, ``n - 1``; a single seed shows the mean alone), the best of each column in bold and
   the second underlined; then the ablation table (VAPL-1 to VAPL-4 and VAPL, prompted head);
-* ``bars.png``: the main table as a bar chart with the standard deviation as error bars;
+* ``bars.png``: the main table as a bar chart, the standard deviation as error bars where a row
+  has two seeds or more, the legend below the bars;
 * ``results.csv``: one line per run, head and metric, for your own analysis.
 
 Rows: a method that predicts with and without a prompt (VAPL) has a row per head,
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from vapl.core.metrics import METRIC_NAMES
 from vapl.results.runs import RunResult, collect_runs
+from vapl.training.help import PlainDescriptionFormatter
 
 HEADS = ("prompted", "unprompted")
 METRIC_TITLES = {"acc": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1"}
@@ -178,35 +180,64 @@ def latex_table(rows: Sequence[Row], caption: str, metrics: Sequence[str] = METR
 def bar_chart(
     tables: dict[str, list[Row]], path: Path, metrics: Sequence[str] = METRIC_NAMES
 ) -> Path:
-    """One panel per data set: metrics on the x axis, one bar per row, std as error bars."""
+    """One panel per data set: metrics on the x axis, one bar per row. Error bars show the
+    standard deviation over seeds where a row has two or more (none for a single seed); the
+    legend sits below the bars, never over them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    figure, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.8), squeeze=False)
+    labels = list(dict.fromkeys(row.label for rows in tables.values() for row in rows))
+    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    colour = {
+        label: palette(i % palette.N) for i, label in enumerate(labels)
+    }  # same in every panel
+    most_rows = max(len(rows) for rows in tables.values())
+    legend_rows = -(-most_rows // 3)
+    figure, axes = plt.subplots(
+        1,
+        len(tables),
+        figsize=(5.5 * len(tables), 3.4 + 0.25 * legend_rows),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax, (dataset, rows) in zip(axes[0], tables.items()):
         width = 0.8 / max(len(rows), 1)
         positions = np.arange(len(metrics))
+        seeds = sorted({len(row.seeds) for row in rows})
         for i, row in enumerate(rows):
             summaries = [row.mean_std(m) or (float("nan"), 0.0) for m in metrics]
-            means = [100 * s[0] for s in summaries]
-            stds = [100 * s[1] for s in summaries]
-            ax.bar(
-                positions + i * width - 0.4 + width / 2,
-                means,
-                width,
-                yerr=stds,
-                capsize=2,
-                label=row.label,
-            )
+            x = positions + i * width - 0.4 + width / 2
+            means = np.array([100 * s[0] for s in summaries])
+            ax.bar(x, means, width, label=row.label, color=colour[row.label])
+            counts = np.array([len(row.values.get(m, [])) for m in metrics])
+            spread = counts > 1  # a single seed has no standard deviation to draw
+            if spread.any():
+                stds = np.array([100 * s[1] for s in summaries])
+                ax.errorbar(
+                    x[spread],
+                    means[spread],
+                    yerr=stds[spread],
+                    fmt="none",
+                    ecolor="0.2",
+                    elinewidth=1,
+                    capsize=max(2.0, 40 * width),
+                )
         ax.set_xticks(positions, [METRIC_TITLES.get(m, m) for m in metrics])
         ax.set_ylim(0, 100)
         ax.set_ylabel("%")
-        ax.set_title(dataset)
-        ax.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
+        n = "/".join(str(s) for s in seeds)
+        spread_note = ", std as error bars" if max(seeds) > 1 else ""
+        ax.set_title(f"{dataset} (mean over {n} seed{'s' if seeds != [1] else ''}{spread_note})")
+        ax.legend(
+            fontsize=7,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.1),
+            ncols=min(3, len(rows)),
+            frameon=False,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -285,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="vapl report",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=PlainDescriptionFormatter,
     )
     parser.add_argument("runs", nargs="+", help="folders to search for finished runs")
     parser.add_argument("--out", default=None, help="output folder (default: FIRST_RUNS/report)")

@@ -28,11 +28,11 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from vapl.core.figures import (
+    PanelRow,
     grad_cam_maps,
+    panel_image,
     panel_networks,
-    sample_tiles,
     save_panel_figure,
-    tile_strip,
 )
 from vapl.core.metrics import METRIC_NAMES
 from vapl.training.run_names import dataset_name, identity_from_config, method_name
@@ -146,10 +146,9 @@ class WandbDashboard(Callback):
         return self._batch
 
     @torch.inference_mode(False)
-    def panel_rows(
-        self, pl_module: LightningModule, batch: dict[str, Any]
-    ) -> tuple[list[list[tuple[str, Any]]], list[str]]:
-        """Tiles and a caption for each sample of ``batch`` (on the module's device)."""
+    def panel_rows(self, pl_module: LightningModule, batch: dict[str, Any]) -> list[PanelRow]:
+        """A panel row for each sample of ``batch`` (on the module's device), titled with its
+        id, label and each head's prediction."""
         device = pl_module.device
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         was_training = pl_module.training
@@ -172,38 +171,40 @@ class WandbDashboard(Callback):
                     cams[name] = grad_cam_maps(network, images)
         finally:
             pl_module.train(was_training)
-        rows, captions = [], []
+        rows = []
         for i in range(len(batch["image"])):
-            rows.append(
-                sample_tiles(
-                    batch["image"][i],
-                    batch["prompt"][i],
-                    None if refined is None else refined[i],
-                    {name: cam[i] for name, cam in cams.items()},
-                )
-            )
             predicted = " | ".join(
                 f"{head} {int(p[i].argmax())} ({float(p[i].max()):.2f})"
                 for head, p in probs.items()
             )
-            captions.append(f"{batch['id'][i]} | label {int(batch['label'][i])} | {predicted}")
-        return rows, captions
+            has_prompt = bool(batch["has_prompt"][i]) if "has_prompt" in batch else True
+            rows.append(
+                PanelRow(
+                    batch["image"][i].cpu(),
+                    batch["prompt"][i].cpu(),
+                    None if refined is None or not has_prompt else refined[i].cpu(),
+                    {name: cam[i].cpu() for name, cam in cams.items()},
+                    title=f"{batch['id'][i]} | label {int(batch['label'][i])} | {predicted}",
+                )
+            )
+        return rows
 
     def log_panel(self, trainer: Trainer, pl_module: LightningModule, epoch: int) -> None:
         batch = self.fixed_batch(trainer)
         if batch is None:
             return
-        rows, captions = self.panel_rows(pl_module, batch)
+        rows = self.panel_rows(pl_module, batch)
+        title = f"{type(pl_module).__name__}: validation samples at epoch {epoch}"
         loggers = self.wandb_loggers(trainer)
         for logger in loggers:
             logger.log_image(
                 key="val/samples",
-                images=[tile_strip(row) for row in rows],
-                caption=captions,
+                images=[panel_image([row], title) for row in rows],
+                caption=[row.title for row in rows],
                 step=trainer.global_step,
             )
         if self.save_png or (self.save_png is None and not loggers):
-            save_panel_figure(self.log_dir / "panels" / f"epoch{epoch:03d}.png", rows, captions)
+            save_panel_figure(self.log_dir / "panels" / f"epoch{epoch:03d}.png", rows, title)
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -248,16 +249,18 @@ class RankConsistencyCheck(Callback):
     """Under DDP, checks at the end of every training epoch that every process holds the same
     weights (both networks, g, batch-norm statistics): the fingerprints of all state tensors
     (:func:`state_fingerprint`) are gathered and compared. A difference above ``tolerance``
-    raises, naming the tensors. Rank 0 writes the largest difference seen to
-    ``{log_dir}/rank_consistency.json``. Does nothing in a single process."""
+    raises, naming the tensors. With a logger, rank 0 writes the largest difference seen to
+    ``rank_consistency.json`` in the run's log folder (without one, nothing is written: never
+    into the current folder). Does nothing in a single process."""
 
     def __init__(self, tolerance: float = 0.0) -> None:
         self.tolerance = tolerance
         self.max_difference = 0.0
-        self.log_dir = Path(".")
+        self.log_dir: Path | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective: all ranks
+        # trainer.log_dir is a collective under DDP: every rank asks (all have the same loggers)
+        self.log_dir = Path(trainer.log_dir) if trainer.loggers and trainer.log_dir else None
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.world_size < 2:
@@ -267,7 +270,7 @@ class RankConsistencyCheck(Callback):
         difference = (gathered - gathered[0:1]).abs().amax(dim=(0, 2))
         largest = float(difference.max()) if difference.numel() else 0.0
         self.max_difference = max(self.max_difference, largest)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             (self.log_dir / "rank_consistency.json").write_text(
                 json.dumps(

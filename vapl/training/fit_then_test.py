@@ -43,7 +43,9 @@ def fit_then_test(args: list[str]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["-h"], ["--help"]):
-        print(__doc__)
+        from vapl.training.help import plain_text
+
+        print(plain_text(__doc__))
         print("The options of `vapl fit` follow:\n")
         from vapl.training.cli import build_cli
 

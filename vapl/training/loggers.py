@@ -148,6 +148,8 @@ class WandbRunLogger(WandbLogger):
             mode=resolved,
             settings=wandb.Settings(init_timeout=init_timeout),
         )
+        # Lightning passes anonymous=None, which W&B >= 0.19 warns has no effect: leave it out.
+        self._wandb_init.pop("anonymous", None)
         self.mode: WandbMode = resolved
 
     @property

@@ -5,10 +5,14 @@ comparison tables agree. Plain Python: no Lightning or W&B import.
 
 * The *method* is the model's class name (``Baseline``, ``GRADIA``, ...). VAPL with an ablation
   flag off is ``VAPL-1`` (no refinement), ``VAPL-2`` (no L_Param), ``VAPL-3`` (no L_Activ) or
-  ``VAPL-4`` (no learned g); several flags off join them (``VAPL-2+3``).
+  ``VAPL-4`` (no learned g); several flags off join them (``VAPL-2+3``). A VAPL run with one of
+  the options of :data:`VAPL_VARIANTS` away from its default names it in brackets
+  (``VAPL[normalization=max]``, ``VAPL-1[unrefined_attention=keep_undecided]``), so runs that
+  differ in what they compute never share a row of a report.
 * The *data set* is the datamodule's class name without ``DataModule``, lower case
-  (``SyntheticDataModule`` is ``synthetic``); a datamodule with a ``root`` folder adds its name
-  (``folder-myscans``).
+  (``LIDCDataModule`` is ``lidc``), or its entry in :data:`DATASET_NAMES` (the built-in demo data,
+  ``SyntheticDataModule``, is ``demo``, as its config ``demo.yaml`` and its folder ``runs/demo``);
+  a datamodule with a ``root`` folder adds its name (``folder-myscans``).
 * The *seed* is ``seed_everything``.
 """
 
@@ -28,6 +32,21 @@ VAPL_ABLATIONS = {
     "use_weight_fn": 4,
 }
 
+#: Data sets named otherwise than after their datamodule class: class name -> data set name.
+DATASET_NAMES = {"SyntheticDataModule": "demo"}
+
+
+#: VAPL's options that change what it computes (not how fast), with their defaults (a test checks
+#: them against VAPL's signature): a run away from a default carries it in its method name.
+#: ``unrefined_attention`` only matters without refinement (VAPL-1).
+VAPL_VARIANTS: dict[str, Any] = {
+    "normalization": "total_weight",
+    "loss_reduction": "sum",
+    "phase_unit": "epoch",
+    "g_activ_loss": False,
+    "unrefined_attention": "expected",
+}
+
 
 @dataclass(frozen=True)
 class RunIdentity:
@@ -39,7 +58,7 @@ class RunIdentity:
 
     @property
     def is_ablation(self) -> bool:
-        return bool(re.fullmatch(r"VAPL-[0-9+]+", self.method))
+        return bool(re.fullmatch(r"VAPL-[0-9+]+(\[.*\])?", self.method))
 
     @property
     def name(self) -> str:
@@ -68,14 +87,21 @@ def method_name(class_path: str, init_args: Mapping[str, Any] | None = None) -> 
         return name
     args = init_args or {}
     off = [str(number) for flag, number in VAPL_ABLATIONS.items() if args.get(flag, True) is False]
-    return f"VAPL-{'+'.join(off)}" if off else "VAPL"
+    name = f"VAPL-{'+'.join(off)}" if off else "VAPL"
+    variants = [
+        f"{option}={str(args[option]).lower() if isinstance(args[option], bool) else args[option]}"
+        for option, default in VAPL_VARIANTS.items()
+        if option in args
+        and args[option] != default
+        and (option != "unrefined_attention" or args.get("use_refinement", True) is False)
+    ]
+    return f"{name}[{','.join(variants)}]" if variants else name
 
 
 def dataset_name(class_path: str, init_args: Mapping[str, Any] | None = None) -> str:
     """The data set's name from the datamodule's class path and init args (module docstring)."""
     name = short_class_name(class_path)
-    name = re.sub(r"DataModule$", "", name) or name
-    name = name.lower()
+    name = DATASET_NAMES.get(name) or (re.sub(r"DataModule$", "", name) or name).lower()
     root = (init_args or {}).get("root")
     if root:
         name = f"{name}-{Path(str(root)).name}"

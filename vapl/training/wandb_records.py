@@ -18,13 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vapl.core.errors import UserInputError
+
 BLOCK_SIZE = 32 * 1024
 HEADER_SIZE = 7
 RECORD_HEADER = struct.Struct("<IHB")  # crc32, length, type
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
-class WandbRecordError(ValueError):
+class WandbRecordError(UserInputError, ValueError):
     """A file that is not a W&B transaction log."""
 
 

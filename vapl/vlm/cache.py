@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+
+from vapl.core.progress import progress
 
 MAPS = "maps.npy"
 INDEX = "index.json"
@@ -145,7 +146,9 @@ class MapCache:
                 temporary / MAPS, mode="w+", dtype=np.float32, shape=(len(ids), *shape)
             )
             row = 0
-            with tqdm(total=len(ids), desc=description, unit="image", dynamic_ncols=True) as bar:
+            with progress(
+                total=len(ids), desc=description, unit="image", dynamic_ncols=True
+            ) as bar:
                 for _, images in _batches(dataset, batch_size):
                     maps[row : row + len(images)] = generator(images).float().cpu().numpy()
                     row += len(images)

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import VisionTransformer
 
+from vapl.core.errors import UserInputError
+
 MAP_METHODS = ("gradcam", "similarity")
 #: A tiny CLIP of our own for tests and the demo (random weights: its maps are meaningless).
 TINY_CLIP_NAME = "vapl-tiny-clip"
@@ -57,7 +59,7 @@ DEFAULT_TEMPLATES = ("a photo of {}.",)
 DEFAULT_BACKGROUND = ("the background",)
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(UserInputError, FileNotFoundError):
     """The CLIP weights the configuration names are not on disk (they are never downloaded)."""
 
 

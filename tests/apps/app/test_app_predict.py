@@ -104,13 +104,15 @@ def test_the_pictures_and_the_colour_bar(vapl_checkpoint, case):
         "image",
         "prompt",
         "refined prompt",
-        "Grad-CAM unprompted",
         "Grad-CAM prompted",
+        "Grad-CAM unprompted",
     ]
     assert all(p.dtype == np.uint8 and p.shape[0] >= 256 for p, _ in pictures)
     bar = logic.colour_bar(width=64, height=4)
     assert bar.shape == (4, 64, 3) and bar.dtype == np.uint8
-    assert bar[:, 0].sum() < bar[:, -1].sum()  # dark at 0, bright at 1
+    # Blues, as every figure draws the refined prompt: #f7fbff (white) at 0, #08306b at 1
+    assert bar[:, 0].tolist() == [[247, 251, 255]] * 4
+    assert bar[:, -1].tolist() == [[8, 48, 107]] * 4
 
 
 def test_bad_input_is_a_message_naming_it(tmp_path, case):

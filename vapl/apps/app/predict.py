@@ -26,7 +26,7 @@ from vapl.apps.model_files import load_method, takes_prompts
 from vapl.apps.predict_image import PromptedPrediction, predict_scan
 from vapl.apps.scan_io import ScanInfo, read_scan_info
 from vapl.core.errors import UserInputError
-from vapl.core.figures import sample_tiles, tile_strip
+from vapl.core.figures import refined_tile, sample_tiles, tile_strip
 from vapl.core.prompt_files import write_prompt
 from vapl.core.prompts import empty_prompt
 from vapl.methods.base import MethodModule
@@ -193,11 +193,9 @@ def result_pictures(
 
 def colour_bar(width: int = 256, height: int = 14) -> np.ndarray:
     """uint8 RGB [height, width, 3]: the refined prompt's colours from 0 (left) to 1 (right), as
-    :func:`vapl.core.figures.sample_tiles` draws them over a black pixel."""
+    :func:`vapl.core.figures.refined_tile` draws them (white: removed, dark blue: kept)."""
     ramp = torch.linspace(0, 1, width)[None].repeat(height, 1)
-    tiles = sample_tiles(torch.zeros(1, height, width), empty_prompt(height, width), ramp)
-    tile = tiles[-1][1]  # image, prompt, refined prompt: the last one
-    return (np.clip(tile, 0, 1) * 255).round().astype(np.uint8)
+    return (np.clip(refined_tile(ramp), 0, 1) * 255).round().astype(np.uint8)
 
 
 def file_stem(scan: ScanInfo) -> str:

@@ -90,7 +90,7 @@ def build(options: Namespace) -> None:
     )
     gr.Image(
         value=logic.colour_bar(512, 24),
-        label="Refined prompt colour scale: 0 (left) to 1 (right), as drawn over black",
+        label="Refined prompt colour scale: 0 (left, white: removed) to 1 (right, dark blue: kept)",
         height=70,
         interactive=False,
         buttons=[],
