@@ -34,6 +34,23 @@ def train_tiny(folder: Path, *overlays: str, image_size: int = 16) -> Path:
 
 
 @pytest.fixture(scope="session")
+def dicom_without_pixels(tmp_path_factory) -> Path:
+    """A valid DICOM file (a structured report's header, Modality CT) with no pixel data."""
+    path = tmp_path_factory.mktemp("dicom") / "nopixels.dcm"
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # a structured report
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    header_only = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    header_only.SOPInstanceUID, header_only.Modality = meta.MediaStorageSOPInstanceUID, "CT"
+    header_only.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="session")
 def vapl_checkpoint(tmp_path_factory) -> Path:
     return train_tiny(tmp_path_factory.mktemp("vapl"))
 

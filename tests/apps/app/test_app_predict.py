@@ -115,7 +115,7 @@ def test_the_pictures_and_the_colour_bar(vapl_checkpoint, case):
     assert bar[:, -1].tolist() == [[8, 48, 107]] * 4
 
 
-def test_bad_input_is_a_message_naming_it(tmp_path, case):
+def test_bad_input_is_a_message_naming_it(tmp_path, case, dicom_without_pixels):
     (tmp_path / "x.ckpt").write_text("hello")
     with pytest.raises(NotACheckpointError, match="x.ckpt is not a vapl checkpoint"):
         logic.load_model(tmp_path / "x.ckpt")
@@ -126,20 +126,8 @@ def test_bad_input_is_a_message_naming_it(tmp_path, case):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     with pytest.raises(ScanFileError, match="broken.png: "):
         logic.open_scan(tmp_path / "broken.png")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # a structured report
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    header_only = FileDataset(
-        str(tmp_path / "nopixels.dcm"), {}, file_meta=meta, preamble=b"\0" * 128
-    )
-    header_only.SOPInstanceUID, header_only.Modality = meta.MediaStorageSOPInstanceUID, "CT"
-    header_only.save_as(tmp_path / "nopixels.dcm", enforce_file_format=True)
     with pytest.raises(ScanFileError, match="nopixels.dcm: no pixel data"):
-        logic.open_scan(tmp_path / "nopixels.dcm")
+        logic.open_scan(dicom_without_pixels)
     assert logic.parse_floats("0.4, 0.5 0.6", "mean") == [0.4, 0.5, 0.6]
     assert logic.parse_floats("", "mean") is None
     with pytest.raises(logic.AppInputError, match="mean: 'a' is not a number"):
