@@ -114,13 +114,20 @@ def _leaves(url: str) -> bool:
     return not url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:"))
 
 
+#: The bottom of the lowest visible element of the open tab (below it the tall viewport is empty;
+#: the page's footer sits at the viewport's bottom).
+CONTENT_BOTTOM = """() => Math.ceil(Math.max(...[...document.querySelectorAll("[id^=tab-] *")]
+    .filter((e) => e.offsetParent !== null)
+    .map((e) => e.getBoundingClientRect().bottom)))"""
+
+
 def _screenshot(page, name: str, tmp: Path) -> None:
     """The page down to its end, within the (tall) viewport: a full-page screenshot resizes the
     viewport, and Gradio's image editor does not recover from that (it stays "processing")."""
     folder = os.environ.get("VAPL_APP_SCREENSHOTS")
     target = Path(folder) if folder else tmp
     target.mkdir(parents=True, exist_ok=True)
-    height = min(page.evaluate("document.documentElement.scrollHeight"), VIEWPORT["height"])
+    height = min(page.evaluate(CONTENT_BOTTOM) + 24, VIEWPORT["height"])
     clip = {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height}
     page.screenshot(path=str(target / name), clip=clip)
 
@@ -146,12 +153,13 @@ class Canvas:
         return x, y
 
     def stroke(self, row: float, cols: tuple[float, float]) -> None:
-        """A horizontal mouse stroke along image row ``row`` from ``cols[0]`` to ``cols[1]``."""
+        """A horizontal mouse stroke along image row ``row`` from ``cols[0]`` to ``cols[1]``:
+        press, three moves, release. The brush fills the line between two pointer events, and
+        each event redraws the canvas (slow in software rendering), so few events suffice."""
         mouse = self.page.mouse
         mouse.move(*self.screen(row, cols[0]))
         mouse.down()
-        for col in np.linspace(cols[0], cols[1], 12):
-            mouse.move(*self.screen(row, col), steps=3)
+        mouse.move(*self.screen(row, cols[1]), steps=3)
         mouse.up()
 
     def colour(self, index: int) -> None:
