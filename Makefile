@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import torch, torchvision.ops; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'load together')"
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install vapl with its dev tools
+install: $(STAMP) ## create .venv and install vapl with its dev tools and the browser app (gradio)
 
 demo: $(STAMP) ## train and test VAPL and the Baseline on the built-in demo data, print both
 	$(BIN)/python -m vapl.apps.demo
