@@ -7,19 +7,19 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export WANDB_MODE ?= offline
 
-.PHONY: help demo test test-full lint bench results clean install
+.PHONY: help demo test test-full test-browser browser-deps app lint bench results clean install
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,dicom-jpeg]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dicom-jpeg,app]"
 	$(BIN)/python -c "import torch, torchvision.ops; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'load together')"
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install vapl with its dev tools
+install: $(STAMP) ## create .venv and install vapl with its dev tools and the browser app (gradio)
 
 demo: $(STAMP) ## train and test VAPL and the Baseline on the built-in demo data, print both
 	$(BIN)/python -m vapl.apps.demo
@@ -27,8 +27,21 @@ demo: $(STAMP) ## train and test VAPL and the Baseline on the built-in demo data
 test: $(STAMP) ## run the fast tests
 	$(BIN)/python -m pytest -q
 
-test-full: $(STAMP) ## run every test, the slow ones too
+test-full: $(STAMP) ## run every test, the slow ones and the browser test too
+	@$(MAKE) --no-print-directory browser-deps || echo "no Chromium here: the browser test is skipped"
 	$(BIN)/python -m pytest -q -m ""
+
+browser-deps: ## install Chromium from the system's packages (for the browser test), if missing
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+	@chromium --version 2>/dev/null || chromium-browser --version
+
+test-browser: $(STAMP) browser-deps ## run the test of `vapl app` in a headless Chromium
+	$(BIN)/python -m pytest -q -m browser
+
+app: $(STAMP) ## start the browser app on http://127.0.0.1:7860
+	$(BIN)/vapl app
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check .

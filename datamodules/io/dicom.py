@@ -118,7 +118,8 @@ class DicomFrame:
     ``[rows, columns, 3]`` RGB in [0, 1] for a colour one. ``frame`` is the index decoded, of
     ``frames``; ``nonfinite`` counts NaN and infinite values replaced. ``photometric`` is the
     PhotometricInterpretation as stored (colour values are RGB whatever it says). ``window`` is the
-    file's first (WindowCenter, WindowWidth), ``orientation`` its ImageOrientationPatient, if any.
+    file's first (WindowCenter, WindowWidth), ``orientation`` its ImageOrientationPatient,
+    ``modality`` its Modality (``"CT"``, ``"MR"``, ...), if any.
     """
 
     path: Path
@@ -130,6 +131,7 @@ class DicomFrame:
     nonfinite: int
     window: tuple[float, float] | None
     orientation: tuple[float, ...] | None
+    modality: str | None = None
 
     @property
     def colour(self) -> bool:
@@ -268,8 +270,18 @@ def read_frame(path: str | Path, frame: int | None = None) -> DicomFrame:
         orientation = _floats(ds.get("ImageOrientationPatient"))
     except (TypeError, ValueError) as error:
         raise DicomError(f"{path}: unreadable ImageOrientationPatient ({error})") from error
+    modality = str(ds.get("Modality", "")).strip().upper() or None
     return DicomFrame(
-        path, values, index, frames, photometric, syntax, nonfinite, _window(ds), orientation
+        path,
+        values,
+        index,
+        frames,
+        photometric,
+        syntax,
+        nonfinite,
+        _window(ds),
+        orientation,
+        modality,
     )
 
 

@@ -32,6 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from datamodules.transforms import JointRandomFlip
+from vapl.core.backbones import Classifier
 from vapl.core.figures import gray_image
 from vapl.core.progress import progress
 from vapl.core.saliency import feature_stride, grad_cam_from_features, upsample_cam
@@ -76,6 +77,19 @@ def _overlay(image: torch.Tensor, cam: torch.Tensor) -> Image.Image:
     return Image.fromarray((rgb * 255).astype(np.uint8))
 
 
+def label_grad_cams(
+    classifier: Classifier, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The maps an annotator judges and fine-tuning stores: each image's Grad-CAM of class
+    ``labels[b]`` on the last stage, ReLU and scaled to a maximum of 1, [B, h, w]; and the feature
+    map [B, C, h, w] (both detached). The app's yes/no tab shows the same maps."""
+    with torch.enable_grad():
+        feature_map = classifier.body(images).detach().requires_grad_(True)
+        logits = classifier.fc(classifier.pool(feature_map))
+        raw = grad_cam_from_features(feature_map, logits, labels, create_graph=False)
+    return scale_to_max(raw.detach()), feature_map.detach()
+
+
 def export(
     checkpoint: str,
     out: str | Path,
@@ -101,12 +115,9 @@ def export(
     ids: list[str] = []
     labels, maps, explanations, peaks, cells = [], [], [], [], []
     for batch in progress(loader, desc="Grad-CAMs and concepts"):
-        images = batch["image"]
-        feature_map = classifier.body(images).detach().requires_grad_(True)
-        logits = classifier.fc(classifier.pool(feature_map))
-        raw = grad_cam_from_features(feature_map, logits, batch["label"], create_graph=False)
-        maps.append(scale_to_max(raw.detach()))
-        values, where = peak_cells(feature_map.detach())
+        stored, feature_map = label_grad_cams(classifier, batch["image"], batch["label"])
+        maps.append(stored)
+        values, where = peak_cells(feature_map)
         peaks.append(values)
         cells.append(where)
         ids += list(batch["id"])

@@ -6,9 +6,12 @@ gives the prediction with the prompt (VAPL's prompted model on the refined promp
 (the unprompted model), a JSON summary (``--json``), and a picture of the image, the prompt
 (indispensable red, precluded yellow), the refined prompt and each model's Grad-CAM. Without
 ``--prompt`` both predictions are the unprompted one. Methods that do not take prompts at
-prediction time (the Baseline, the CAM family) give their single prediction.
+prediction time (the Baseline, the CAM and Yes-No families, Learning to Look) give their single
+prediction, and the JSON's ``warnings`` say that the prompt was ignored; a prompt file with no
+indispensable or precluded pixel counts as no prompt, with a warning. The browser app
+(``vapl app``) predicts through the same functions.
 
-Images: DICOM, NIfTI (one slice), PNG, JPEG or NPY (:mod:`vapl.apps.scan_io`). The image is prepared
+Images: DICOM file or series folder, NIfTI (one slice), PNG, JPEG or NPY (:mod:`vapl.apps.scan_io`). The image is prepared
 as the model's training data was: scaled to [0, 1] (DICOM/NIfTI through ``--window``), resized to
 the training ``image_size`` and normalised by ``(x - mean) / std``. ``image_size``, ``mean`` and
 ``std`` come from the checkpoint's data settings when it has them (FolderDataModule), else from
@@ -27,20 +30,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from vapl.apps.scan_io import read_scan, write_dicom
+from vapl.apps.model_files import (  # noqa: F401  (load_method is this module's API too)
+    CheckpointError,
+    NotACheckpointError,
+    UnknownModelError,
+    ignores_prompt_message,
+    load_method,
+    takes_prompts,
+)
+from vapl.apps.scan_io import read_scan, read_scan_info, write_dicom
 from vapl.core.figures import PanelRow, grad_cam_maps, panel_networks, save_panel_figure
-from vapl.core.prompt_files import read_prompt
+from vapl.core.prompt_files import EmptyPromptWarning, read_prompt
 from vapl.core.prompts import empty_prompt, resize_prompt
 from vapl.methods.base import MethodModule
 from vapl.training.help import PlainDescriptionFormatter
+
+#: Where ``--demo-case`` writes when no folder is given (``runs/`` is git-ignored).
+DEMO_CASE_FOLDER = Path("runs") / "demo_case"
 
 
 @dataclass
@@ -59,24 +74,6 @@ class Preprocessing:
         mean = torch.as_tensor(self.mean, dtype=image.dtype).reshape(-1, 1, 1)
         std = torch.as_tensor(self.std, dtype=image.dtype).reshape(-1, 1, 1)
         return (image - mean) / std
-
-
-def load_method(checkpoint: str | Path, map_location: str = "cpu") -> tuple[MethodModule, dict]:
-    """The method saved in ``checkpoint`` (its class is in the checkpoint's hyper-parameters), in
-    eval mode, and the data settings saved with it (empty if none)."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: checkpoint not found")
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    class_path = saved.get("hyper_parameters", {}).get("_class_path")
-    if not class_path:
-        raise ValueError(
-            f"{checkpoint}: no model class in the checkpoint; it was not written by the vapl command"
-        )
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(import_module(module_name), class_name)
-    model = cls.load_from_checkpoint(checkpoint, map_location=map_location)
-    return model.eval(), dict(saved.get("datamodule_hyper_parameters") or {})
 
 
 def preprocessing_from(data_settings: dict, **overrides: Any) -> Preprocessing:
@@ -105,6 +102,9 @@ class PromptedPrediction:
     prompt: torch.Tensor
     has_prompt: bool
     cams: dict[str, torch.Tensor] = field(default_factory=dict)
+    model_name: str = ""
+    takes_prompts: bool = True
+    warnings: list[str] = field(default_factory=list)
 
     def _summary(self, probs: torch.Tensor | None) -> dict[str, Any] | None:
         if probs is None:
@@ -118,9 +118,12 @@ class PromptedPrediction:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "model": self.model_name,
             "with_prompt": self._summary(self.prompted_probs),
             "without_prompt": self._summary(self.unprompted_probs),
             "prompt_given": self.has_prompt,
+            "takes_prompts": self.takes_prompts,
+            "warnings": list(self.warnings),
         }
 
     def save_figure(self, path: str | Path) -> Path:
@@ -169,6 +172,7 @@ def predict_image(
         for name, (network, images) in panel_networks(model, batch, refined).items():
             cams[name] = grad_cam_maps(network, images)[0].cpu()
     names = class_names or [f"class {i}" for i in range(len(unprompted))]
+    notes = [] if takes_prompts(model) or not has_prompt else [ignores_prompt_message(model)]
     return PromptedPrediction(
         class_names=list(names),
         unprompted_probs=unprompted.cpu(),
@@ -178,7 +182,55 @@ def predict_image(
         prompt=prompt.cpu(),
         has_prompt=has_prompt,
         cams=cams,
+        model_name=type(model).__name__,
+        takes_prompts=takes_prompts(model),
+        warnings=notes,
     )
+
+
+def read_prompt_noting_empty(
+    path: str | Path, shape: tuple[int, int], kind: str = "auto"
+) -> tuple[torch.Tensor | None, list[str]]:
+    """:func:`read_prompt`, except that a prompt that says nothing (no indispensable and no
+    precluded pixel) is ``None``, with the reader's warning returned as a note."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EmptyPromptWarning)
+        prompt = read_prompt(path, shape, kind=kind)
+    notes = []
+    for warning in caught:
+        if issubclass(warning.category, EmptyPromptWarning):
+            notes.append(f"{warning.message}: predicted without a prompt")
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return (None if notes else prompt), notes
+
+
+def predict_scan(
+    model: MethodModule,
+    data_settings: dict,
+    image: torch.Tensor,
+    prompt: torch.Tensor | None = None,
+    class_names: list[str] | None = None,
+    notes: list[str] | None = None,
+    grad_cam: bool = True,
+    **preprocessing: Any,
+) -> PromptedPrediction:
+    """:func:`predict_image` on an image as read (float32 [C, H, W] in [0, 1]) and a prompt at
+    the image's size: the image is prepared as in training (:func:`preprocessing_from`), the
+    prompt resized to it by nearest neighbour. ``notes`` are added to the result's warnings.
+
+    ``vapl predict-image`` (:func:`predict_files`) and the browser app both predict through here.
+    """
+    prepare = preprocessing_from(data_settings, **preprocessing)
+    model_image = prepare(image)
+    if prompt is not None:
+        prompt = resize_prompt(prompt, tuple(model_image.shape[-2:]))
+    names = class_names or data_settings.get("classes")
+    result = predict_image(model, model_image, prompt, names, grad_cam)
+    result.warnings[:0] = list(notes or [])
+    return result
 
 
 def predict_files(
@@ -191,18 +243,13 @@ def predict_files(
     class_names: list[str] | None = None,
     **preprocessing: Any,
 ) -> PromptedPrediction:
-    """:func:`predict_image` from files; ``preprocessing``: ``image_size``, ``mean``, ``std``."""
+    """:func:`predict_scan` from files; ``preprocessing``: ``image_size``, ``mean``, ``std``."""
     model, data_settings = load_method(checkpoint)
-    image = read_scan(image_path, model.hparams.in_channels, window, slice_index)
-    prompt = None
+    image = read_scan_info(image_path, model.hparams.in_channels, window, slice_index).image
+    prompt, notes = None, []
     if prompt_path is not None:
-        prompt = read_prompt(prompt_path, tuple(image.shape[-2:]), kind=prompt_kind)
-    prepare = preprocessing_from(data_settings, **preprocessing)
-    model_image = prepare(image)
-    if prompt is not None:
-        prompt = resize_prompt(prompt, tuple(model_image.shape[-2:]))
-    names = class_names or data_settings.get("classes")
-    return predict_image(model, model_image, prompt, names)
+        prompt, notes = read_prompt_noting_empty(prompt_path, tuple(image.shape[-2:]), prompt_kind)
+    return predict_scan(model, data_settings, image, prompt, class_names, notes, **preprocessing)
 
 
 def write_demo_case(folder: str | Path, image_size: int = 48, seed: int = 0) -> dict[str, Path]:
@@ -266,16 +313,30 @@ def _parser() -> argparse.ArgumentParser:
         "--std", type=float, nargs="+", default=None, help="default: training data's, else 0.5"
     )
     parser.add_argument("--classes", nargs="+", default=None, help="class names, in index order")
-    parser.add_argument("--figure", default=None, help="where to save the picture (PNG)")
-    parser.add_argument("--json", default=None, help="where to save the predictions as JSON")
+    parser.add_argument(
+        "--figure",
+        nargs="?",
+        const=str(Path("runs") / "predict-image" / "prediction.png"),
+        default=None,
+        help="save the picture (PNG) there (no PATH: runs/predict-image/prediction.png)",
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const=str(Path("runs") / "predict-image" / "prediction.json"),
+        default=None,
+        help="save the predictions as JSON (no PATH: runs/predict-image/prediction.json)",
+    )
     parser.add_argument(
         "--save-image", default=None, help="write the image as read (PNG) to draw on"
     )
     parser.add_argument(
         "--demo-case",
+        nargs="?",
+        const=str(DEMO_CASE_FOLDER),
         default=None,
         metavar="FOLDER",
-        help="write a demo image and drawn prompt there, then stop",
+        help=f"write a demo image and drawn prompt to FOLDER (default {DEMO_CASE_FOLDER}), then stop",
     )
     return parser
 
@@ -289,8 +350,10 @@ def main(argv: list[str] | None = None) -> None:
     if options.demo_case:
         paths = write_demo_case(options.demo_case)
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+        figure = Path(options.demo_case) / "prediction.png"
         print(
-            f"Try: vapl predict-image --checkpoint CKPT --image {paths['dicom']} --prompt {paths['drawn_prompt']} --mean 0.4 --std 0.2 --figure prediction.png"
+            f"Try: vapl predict-image --checkpoint CKPT --image {paths['dicom']} "
+            f"--prompt {paths['drawn_prompt']} --mean 0.4 --std 0.2 --figure {figure}"
         )
         return
     if not options.checkpoint or not options.image:
@@ -320,8 +383,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     summary = result.as_dict()
     print(json.dumps(summary, indent=2))
+    for note in summary["warnings"]:
+        print(f"warning: {note}", file=sys.stderr)
     if options.json:
-        Path(options.json).write_text(json.dumps(summary, indent=2) + "\n")
+        target = Path(options.json)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(summary, indent=2) + "\n")
     if options.figure:
         print(f"figure: {result.save_figure(options.figure)}")
 

@@ -12,6 +12,11 @@ and how many the file has, how many NaN or infinite values were replaced, the wi
   ``WindowCenter``/``WindowWidth``, else the image's minimum..maximum. ``MONOCHROME1`` is
   inverted. Colour images (RGB, YBR, palette) are RGB scaled by their bits stored; no window.
   Multi-frame files give frame ``slice_index`` (default: the middle).
+* A DICOM series folder: the ``.dcm`` files of one axial series (in the folder or in its only
+  sub-folder holding any), ordered feet to head along the slice normal by
+  :func:`datamodules.io.dicom.sort_series` (duplicate positions dropped), the way the LIDC and
+  Pancreas datamodules order them; slice ``slice_index`` (default: the middle) is read as a DICOM
+  file. Several series in the folder are an error that names them.
 * NIfTI (``.nii``, ``.nii.gz``): axial slice ``slice_index`` (default: the middle) of the volume
   read by :func:`datamodules.io.nifti.read_nifti_volume` (3-D, or 4-D with one volume; NaN and
   infinite voxels replaced by the volume's minimum); window as for DICOM, else min..max.
@@ -28,17 +33,27 @@ Prompt files, drawn or gray-coded, are read by :func:`vapl.core.prompt_files.rea
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from datamodules.io.dicom import DicomError, read_frame
+from datamodules.io.dicom import (
+    DicomError,
+    SortedSeries,
+    iter_series_dirs,
+    read_frame,
+    read_header,
+    sort_series,
+)
 from datamodules.io.nifti import NiftiError, read_nifti_volume
 from datamodules.io.orientation import OrientationError, canonical_slice
 from vapl.core.errors import UserInputError
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+#: Common CT windows, (centre, width) in Hounsfield units.
+WINDOW_PRESETS = {"lung": (-600.0, 1500.0), "soft tissue": (40.0, 400.0), "bone": (400.0, 1800.0)}
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -50,9 +65,10 @@ class ScanFileError(UserInputError, ValueError):
 class ScanInfo:
     """An image read by :func:`read_scan_info` and what the reader found.
 
-    ``image``: float32 [C, H, W] in [0, 1], finite. ``kind``: ``"dicom"``, ``"nifti"`` or
-    ``"image"``. ``slice_index`` of ``slices``: the DICOM frame or NIfTI axial slice read, and how
-    many the file has (0 of 1 for other images). ``nonfinite``: NaN and infinite values replaced
+    ``image``: float32 [C, H, W] in [0, 1], finite. ``kind``: ``"dicom"``, ``"series"`` (a DICOM
+    series folder), ``"nifti"`` or ``"image"``. ``slice_index`` of ``slices``: the DICOM frame,
+    series slice or NIfTI axial slice read, and how many the file or folder has (0 of 1 for other
+    images). ``modality``: the DICOM Modality (``"CT"``, ...), else ``None``. ``nonfinite``: NaN and infinite values replaced
     (in the decoded DICOM frame, in the whole NIfTI volume). ``window``: the (centre, width)
     applied, ``None`` for the image's own range or a colour image. ``photometric``: the DICOM
     PhotometricInterpretation, else ``None``.
@@ -66,6 +82,7 @@ class ScanInfo:
     nonfinite: int = 0
     window: tuple[float, float] | None = None
     photometric: str | None = None
+    modality: str | None = None
 
 
 def _window(values: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
@@ -94,6 +111,7 @@ def _dicom_info(
         slices=frame.frames,
         nonfinite=frame.nonfinite,
         photometric=frame.photometric,
+        modality=frame.modality,
     )
     if frame.colour:  # RGB in [0, 1] already
         image = torch.from_numpy(np.ascontiguousarray(frame.values)).permute(2, 0, 1)
@@ -118,10 +136,10 @@ def read_dicom(
     return _dicom_info(Path(path), window, slice_index).image
 
 
-def _index(count: int, index: int | None) -> int:
+def _index(count: int, index: int | None, holder: str = "file") -> int:
     index = count // 2 if index is None else index
     if not 0 <= index < count:
-        raise ScanFileError(f"slice {index} is out of range: the file has {count}")
+        raise ScanFileError(f"slice {index} is out of range: the {holder} has {count}")
     return index
 
 
@@ -148,6 +166,56 @@ def _nifti_info(
     )
 
 
+def _series_files(folder: Path) -> list[Path]:
+    """The ``.dcm`` files of the one series folder at or under ``folder``."""
+    found = list(iter_series_dirs(folder))
+    if not found:
+        raise ScanFileError(f"{folder}: a folder, but no .dcm files in it or below it")
+    if len(found) > 1:
+        names = ", ".join(str(directory.relative_to(folder)) for directory, _ in found[:6])
+        raise ScanFileError(
+            f"{folder}: {len(found)} folders hold DICOM files ({names}); open one series folder"
+        )
+    return found[0][1]
+
+
+@lru_cache(maxsize=8)
+def _sorted_series(folder: Path, stamp: tuple[float, int]) -> SortedSeries:
+    """The series in ``folder``, read once per change of the folder (``stamp``: mtime, count)."""
+    try:
+        headers = [read_header(path) for path in _series_files(folder)]
+        uids = sorted({header.series_uid for header in headers})
+        if len(uids) > 1:
+            raise ScanFileError(
+                f"{folder}: files of {len(uids)} series (SeriesInstanceUID {', '.join(uids[:3])}"
+                f"{', ...' if len(uids) > 3 else ''}); put each series in a folder of its own"
+            )
+        return sort_series(headers)
+    except DicomError as error:
+        raise ScanFileError(f"{folder}: {error}") from error
+
+
+def series_slices(folder: str | Path) -> SortedSeries:
+    """The slices of the DICOM series in ``folder``, feet to head (module docstring)."""
+    folder = Path(folder)
+    files = _series_files(folder)
+    stamp = (max(path.stat().st_mtime for path in files), len(files))
+    return _sorted_series(folder, stamp)
+
+
+def _series_info(
+    folder: Path, window: tuple[float, float] | None, slice_index: int | None
+) -> ScanInfo:
+    series = series_slices(folder)
+    try:
+        index = _index(len(series.slices), slice_index, "series")
+    except ScanFileError as error:
+        raise ScanFileError(f"{folder}: {error}") from error
+    header = series.slices[index]
+    info = _dicom_info(header.path, window, None)
+    return replace(info, path=folder, kind="series", slice_index=index, slices=len(series.slices))
+
+
 def read_nifti(
     path: str | Path, window: tuple[float, float] | None = None, slice_index: int | None = None
 ) -> torch.Tensor:
@@ -166,6 +234,9 @@ def read_scan_info(
     from datamodules.image_files import ImageFileError, convert_channels, read_image
 
     path = Path(path)
+    if path.is_dir():
+        info = _series_info(path, window, slice_index)
+        return replace(info, image=convert_channels(info.image, channels).contiguous())
     if not path.is_file():
         raise ScanFileError(f"{path}: file not found")
     name = path.name.lower()
