@@ -8,7 +8,7 @@ A sample is a dict: ``image`` float32 [C, H, W]; ``prompt`` float32 [H, W] in {-
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -129,11 +129,14 @@ class ResumableLoader(DataLoader):
 POSITIVE_SETTINGS = ("image_size", "batch_size", "n_train", "n_val", "n_test")
 
 
-def check_sizes(settings: Mapping[str, Any]) -> None:
+def check_sizes(settings: Mapping[str, Any], all_means: Sequence[str] = ()) -> None:
     """Raise ``ValueError`` naming the first setting of :data:`POSITIVE_SETTINGS` (or
-    ``num_workers``) out of range; an image size may be one number or a pair."""
+    ``num_workers``) out of range; an image size may be one number or a pair. The settings named
+    in ``all_means`` also take ``-1``, "all of them"."""
     for name in POSITIVE_SETTINGS:
         value = settings.get(name)
+        if name in all_means and value == -1:
+            continue
         values = value if isinstance(value, (tuple, list)) else [value]
         if value is not None and any(isinstance(v, int) and v < 1 for v in values):
             raise ValueError(f"{name}={value}: must be at least 1")
@@ -152,6 +155,8 @@ class PromptedDataModule(LightningDataModule):
     in_channels: int = 1
     #: Constructor arguments that are not hyperparameters (objects, not settings).
     hparams_ignore: tuple[str, ...] = ()
+    #: Count settings where ``-1`` means "all of them" (:func:`check_sizes`).
+    all_means: tuple[str, ...] = ()
 
     def __init__(
         self, batch_size: int = 16, num_workers: int = 0, seed: int = 0, predict_split: str = "test"
@@ -169,7 +174,7 @@ class PromptedDataModule(LightningDataModule):
         super().__init__()
         # Every subclass's arguments too: this collects the __init__ frames of the whole chain.
         self.save_hyperparameters(ignore=list(self.hparams_ignore))
-        check_sizes(self.hparams)
+        check_sizes(self.hparams, self.all_means)
         self.batch_size = batch_size
         self.num_workers = capped_workers(num_workers)
         if self.num_workers < num_workers:

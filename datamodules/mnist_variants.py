@@ -129,6 +129,8 @@ class MnistVariantDataModule(PromptedDataModule, ABC):
         **kwargs: the settings every datamodule shares (:class:`~datamodules.base.PromptedDataModule`).
     """
 
+    all_means = ("n_train", "n_val", "n_test")  # -1: all the images there are
+
     in_channels_of_variant = 1
 
     def __init__(

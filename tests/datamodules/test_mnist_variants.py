@@ -188,3 +188,13 @@ def test_broken_idx_files_raise_naming_the_file(tmp_path):
         DecoyMNISTDataModule(root=str(tmp_path / "empty")).setup()
     with pytest.raises(FileNotFoundError, match="the MNIST root folder .*nowhere does not exist"):
         DecoyMNISTDataModule(root=str(tmp_path / "nowhere")).setup()
+
+
+def test_minus_one_means_all_images_only_where_a_datamodule_says_so(tmp_path):
+    from datamodules.synthetic import SyntheticDataModule
+
+    DecoyMNISTDataModule(root=str(tmp_path), n_train=-1, n_val=-1, n_test=-1)  # all: accepted
+    with pytest.raises(ValueError, match="n_train=-2"):
+        DecoyMNISTDataModule(root=str(tmp_path), n_train=-2)
+    with pytest.raises(ValueError, match="n_train=-1"):
+        SyntheticDataModule(n_train=-1)
