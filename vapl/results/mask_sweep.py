@@ -47,6 +47,7 @@ class Cell:
     seed: int
     acc: dict[str, float]
     wall_s: float | None
+    cpu_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Summary:
     seeds: int
     acc: dict[str, tuple[float, float]]
     wall_s: tuple[float, float] | None
+    cpu_s: tuple[float, float] | None = None
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -80,7 +82,7 @@ def read_cells(output: str | Path) -> list[Cell]:
         if "n_masks" not in args:
             raise ValueError(f"{run.path}/config.yaml: no model.init_args.n_masks (not VAPL?)")
         timing = folder / "timing.json"
-        wall = json.loads(timing.read_text())["wall_s"] if timing.is_file() else None
+        times = json.loads(timing.read_text()) if timing.is_file() else {}
         acc = {h: run.metrics[f"test/{h}/acc"] for h in HEADS if f"test/{h}/acc" in run.metrics}
         cells.append(
             Cell(
@@ -89,7 +91,8 @@ def read_cells(output: str | Path) -> list[Cell]:
                 n_masks=int(args["n_masks"]),
                 seed=int(config.get("seed_everything") or 0),
                 acc=acc,
-                wall_s=wall,
+                wall_s=times.get("wall_s"),
+                cpu_s=times.get("cpu_s"),
             )
         )
     return cells
@@ -106,8 +109,17 @@ def summarise(cells: Sequence[Cell]) -> list[Summary]:
             h: mean_std([c.acc[h] for c in group]) for h in HEADS if all(h in c.acc for c in group)
         }
         walls = [c.wall_s for c in group if c.wall_s is not None]
+        cpus = [c.cpu_s for c in group if c.cpu_s is not None]
         out.append(
-            Summary(dataset, sampler, n, len(group), acc, mean_std(walls) if walls else None)
+            Summary(
+                dataset,
+                sampler,
+                n,
+                len(group),
+                acc,
+                mean_std(walls) if walls else None,
+                mean_std(cpus) if cpus else None,
+            )
         )
     return out
 
@@ -170,12 +182,17 @@ def conclusions(summaries: Sequence[Summary]) -> list[str]:
             if balanced is None:
                 lines.append(f"- {dataset}, {head} ({ref}): no balanced N within one std.")
                 continue
+            cells = [x.acc[head] for x in summaries if x.dataset == dataset and head in x.acc]
+            spread = max(m for m, _ in cells) - min(m for m, _ in cells)
+            noise = statistics.fmean(sd for _, sd in cells)
             ratio = REFERENCE_N / balanced
             goal = "at most" if balanced * 10 <= REFERENCE_N else "more than"
             lines.append(
                 f"- {dataset}, {head} ({ref}): smallest balanced N within one std = "
                 f"**{balanced}**, {ratio:g} times fewer masks ({goal} 1/10 of {REFERENCE_N}); "
-                f"smallest i.i.d. N within one std = {iid}."
+                f"smallest i.i.d. N within one std = {iid}. The means of all {len(cells)} "
+                f"settings lie within {100 * spread:.1f} points of each other; the standard "
+                f"deviation between seeds averages {100 * noise:.1f} points."
             )
     return lines
 
@@ -188,8 +205,9 @@ def markdown(summaries: Sequence[Summary], labels: dict[str, str] | None = None)
         parts += [
             f"**{labels.get(dataset, dataset)}**",
             "",
-            "| Masks | N | Prompted acc (%) | Unprompted acc (%) | Wall per run (s) | Seeds |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| Masks | N | Prompted acc (%) | Unprompted acc (%) | Wall per run (s) "
+            "| CPU per run (s) | Seeds |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         rows = [s for s in summaries if s.dataset == dataset]
         rows.sort(key=lambda s: (SAMPLERS.index(s.sampler), s.n_masks))
@@ -197,7 +215,8 @@ def markdown(summaries: Sequence[Summary], labels: dict[str, str] | None = None)
             parts.append(
                 f"| {s.sampler} | {s.n_masks} | "
                 + " | ".join(_cell(s.acc.get(h), s.seeds, 100.0, 1) for h in HEADS)
-                + f" | {_cell(s.wall_s, s.seeds, 1.0, 0)} | {s.seeds} |"
+                + f" | {_cell(s.wall_s, s.seeds, 1.0, 0)} | {_cell(s.cpu_s, s.seeds, 1.0, 0)}"
+                + f" | {s.seeds} |"
             )
         parts.append("")
     parts += [
@@ -215,6 +234,7 @@ def figure(summaries: Sequence[Summary], path: str | Path, labels: dict[str, str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     labels = labels or {}
     datasets = sorted({s.dataset for s in summaries})
@@ -271,7 +291,15 @@ def figure(summaries: Sequence[Summary], path: str | Path, labels: dict[str, str
                     alpha=0.1,
                     label=f"i.i.d. N={REFERENCE_N} ± 1 std",
                 )
-            ax.set_xscale("log", base=2)
+            if against == "n":
+                ax.set_xscale("log", base=2)
+                ticks = sorted({s.n_masks for s in summaries if s.dataset == dataset})
+                ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=7)
+                ax.minorticks_off()
+            else:
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("N (masks)" if against == "n" else "wall time per run (s)")
             ax.set_title(f"{labels.get(dataset, dataset)}: {head}", fontsize=9)
             ax.grid(alpha=0.3)
@@ -301,15 +329,21 @@ def write_section(doc: str | Path, body: str) -> Path:
     return doc
 
 
-def settings_lines(cells: Sequence[Cell], grid: str, output: Path, figure_path: Path) -> str:
+def settings_lines(
+    cells: Sequence[Cell], grid: str, output: Path, figure_path: Path, note: str = ""
+) -> str:
     walls = [c.wall_s for c in cells if c.wall_s is not None]
+    cpus = [c.cpu_s for c in cells if c.cpu_s is not None]
     total = f"{sum(walls) / 60:.1f} min" if walls else "not recorded"
+    if cpus:
+        total += f" of wall time and {sum(cpus) / 60:.1f} min of CPU time"
     seeds = sorted({c.seed for c in cells})
     return (
         f"From `make masks` (grid `{grid}`, run folders `{output}`, seeds {seeds}, "
-        f"{len(cells)} runs, their wall time together {total}; one worker of one thread on a "
-        "shared 2-core machine, so wall times compare within this run only). Written by "
-        "`python -m vapl.results.mask_sweep`; do not edit by hand.\n\n"
+        f"{len(cells)} runs, together {total}; one thread per run on a shared 2-core machine, "
+        "so wall times compare within this run only; CPU time is the steadier measure of cost). "
+        + (f"{note.strip()} " if note.strip() else "")
+        + "Written by `python -m vapl.results.mask_sweep`; do not edit by hand.\n\n"
         f"![accuracy against N and wall time]({_relative(figure_path)})\n"
     )
 
@@ -329,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="run folders (default: the grid's output)")
     parser.add_argument("--doc", default="docs/performance.md")
     parser.add_argument("--figure", default="docs/images/masks_accuracy.png")
+    parser.add_argument("--note", default="", help="a sentence on how this run was made")
     options = parser.parse_args(argv)
     from vapl.results.grid import load_grid
 
@@ -340,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     labels = {name: entry.title for name, entry in settings["datasets"].items()}
     summaries = summarise(cells)
     figure_path = figure(summaries, options.figure, labels)
-    body = settings_lines(cells, options.config, output, Path(options.figure))
+    body = settings_lines(cells, options.config, output, Path(options.figure), options.note)
     body += "\n" + markdown(summaries, labels)
     doc = write_section(options.doc, body)
     print(markdown(summaries, labels))
