@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 2
 export WANDB_MODE ?= offline
 
-.PHONY: help demo test test-full test-browser browser-deps app lint bench results clean install
+.PHONY: help demo test test-full test-browser browser-deps app lint bench results masks clean install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -56,6 +56,10 @@ RESULTS_WORKERS ?= 2
 results: $(STAMP) ## every method, six data sets, 3 seeds (about an hour on 2 cores): docs/results.md
 	$(BIN)/vapl benchmark --config benchmark/results.yaml --launch inprocess \
 		--workers $(RESULTS_WORKERS) --threads 1
+
+masks: $(STAMP) ## VAPL's accuracy against N, balanced vs i.i.d. masks (about 35 min): docs/performance.md
+	$(BIN)/vapl benchmark --config benchmark/masks.yaml --launch inprocess --workers 1 --threads 1
+	$(BIN)/python -m vapl.results.mask_sweep
 
 clean: ## remove the virtual environment, run folders and caches
 	rm -rf $(VENV) lightning_logs runs wandb .hypothesis .pytest_cache .ruff_cache build dist
