@@ -121,6 +121,28 @@ def test_make_results_pipeline_writes_a_page_filled_from_the_run_folders(tmp_pat
     assert "12.3 ± 0.0" in headline
 
 
+def test_the_page_judges_the_ablation_goal_from_the_ablation_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    methods = {
+        **TWO_METHODS,
+        "VAPL-1": {
+            "configs": ["methods/vapl.yaml", "methods/vapl1.yaml"],
+            "overrides": ["--model.init_args.n_masks=4"],
+            "role": "ablation",
+        },
+    }
+    grid = write_grid(tmp_path, methods)
+    benchmark_main(["--config", str(grid), "--launch", "inprocess"])
+    out = tmp_path / "out"
+    _set_metric(out / "demo" / "VAPL" / "seed0", "test/prompted/acc", 0.9)
+    _set_metric(out / "demo" / "VAPL-1" / "seed0", "test/prompted/acc", 0.7)
+    page = write_page(out, tmp_path / "docs" / "results.md").read_text()
+    goals_text = page.split("## Goals")[1].split("\n## ")[0]
+    # The line was missing: the page judged goals on tables without the ablation rows.
+    assert "each ablation costs at least one point" in goals_text
+    assert "VAPL-1 +20.0 on Demo" in goals_text
+
+
 def test_an_inprocess_run_does_not_depend_on_what_ran_before_it(tmp_path):
     grid = write_grid(tmp_path, TWO_METHODS)
     runs, settings = load_grid(grid)

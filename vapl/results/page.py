@@ -37,6 +37,7 @@ from vapl.results.tables import (
 )
 from vapl.training.help import PlainDescriptionFormatter
 
+HEADS = ("prompted", "unprompted")
 README_BEGIN = "<!-- results-table:begin -->"
 README_END = "<!-- results-table:end -->"
 
@@ -82,7 +83,7 @@ def render_page(output: Path, images: Path, link: str, analysis: str | None = No
         "",
         "## Goals (issue #13)",
         "",
-        *goals(tables, datasets, methods),
+        *goals(_tables_with_ablations(cells, datasets, methods), datasets, methods),
     ]
     for d in datasets:
         name = d["name"]
@@ -111,6 +112,16 @@ def render_page(output: Path, images: Path, link: str, analysis: str | None = No
     parts += [analysis.strip() if analysis else "(to be written after reading the final run)"]
     parts += ["", *settings_section(info, cells, datasets, methods, output)]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _tables_with_ablations(
+    cells: Sequence[Cell], datasets: Sequence[dict], methods: Sequence[dict]
+) -> dict[str, dict[str, list[Row]]]:
+    """Both heads' rows of every method, ablations included (the goals compare them with VAPL)."""
+    return {
+        d["name"]: {head: rows_for(cells, d["name"], methods, head) for head in HEADS}
+        for d in datasets
+    }
 
 
 def settings_section(
