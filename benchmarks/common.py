@@ -27,6 +27,15 @@ class Figure:
     holds: bool | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def at_most(
+        cls, key: str, title: str, ratio: float, limit: float | None, details: dict[str, Any]
+    ) -> Figure:
+        """A figure whose goal is ``ratio <= limit`` (``limit`` None: reported only)."""
+        if limit is None:
+            return cls(key, title, ratio, None, None, details)
+        return cls(key, title, ratio, f"<= {limit:.2f}", ratio <= limit, details)
+
     def line(self) -> str:
         verdict = "reported" if self.holds is None else ("holds" if self.holds else "MISSES")
         goal = f"goal {self.goal}" if self.goal else ""

@@ -301,12 +301,11 @@ def epoch_against_floor(device: torch.device, epochs: int = 6) -> list[Figure]:
                 f"scores ({1e3 * folded[0]:.2f} ms, {folded[1]}): {epoch / folded_floor:.3f} x"
             )
         figures.append(
-            Figure(
+            Figure.at_most(
                 key,
                 f"VAPL {phase} epoch / (masked passes + Baseline epoch)",
                 ratio,
-                None if goal is None else f"<= {goal:.2f}",
-                None if goal is None else ratio <= goal,
+                goal,
                 {
                     "epoch_s": epoch,
                     "baseline_epoch_s": baseline,

@@ -110,12 +110,11 @@ def overhead(
     )
     autocast_ratio = round_ratio(timed, "refine, bf16 autocast", f"bare, {layout}")
     say(f"    bf16 autocast refinement against the bare fp32 passes: {autocast_ratio:.3f}")
-    return Figure(
+    return Figure.at_most(
         key,
         f"refinement / bare forwards, {backbone} {size}px",
         ratio,
-        None if goal is None else f"<= {goal:.2f}",
-        None if goal is None else ratio <= goal,
+        goal,
         {
             "seconds": times,
             "layout": layout,
